@@ -52,6 +52,18 @@ int wire_decode(const uint8_t *payload, size_t len, Chord__Envelope **env_out);
 void wire_msg_free(Chord__Envelope *env);
 
 /*
+ * The validation wire_decode() applies, for envelopes built locally (tests,
+ * and asserting what we are about to send). Returns 0 or -EBADMSG. The
+ * rules, in full, are in the comment at the top of proto/wire.c; in short:
+ * required sub-messages are FindSuccReply.node, Notify.node, Leave.node,
+ * StateReply.self and ClientOp.req; StateReply.pred, Leave.pred,
+ * KvReply.record, ClientOpReply.record and ClientOpReply.primary may be
+ * absent; Hello and only Hello travels in both directions; a reply with a
+ * status other than OK may have no body.
+ */
+int wire_msg_check(const Chord__Envelope *env);
+
+/*
  * Incremental frame reader for a byte stream (one per connection).
  * Usage: wire_reader_feed() what read() returned, then call
  * wire_reader_next() until it returns 0.
