@@ -152,3 +152,10 @@ deps:
 
 clean:
 	rm -rf build build-san build-fuzz
+
+# The mount helper's unit test links only the helper's option code (plain
+# libc), not libfs/libdht/libproto.
+$(B)/tests/test_mount_helper: $(B)/tests/unit/test_mount_helper.o \
+                              $(B)/mount-helper/opts.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^
