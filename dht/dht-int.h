@@ -144,6 +144,10 @@ struct dht_stats {
 };
 const struct dht_stats *dht_core_stats(const struct dht *d);
 
+/* Simulator (additive): peer i's current core, for tests to inspect; NULL
+ * for an unknown index. Borrowed; replaced by dht_sim_restart(). */
+struct dht *dht_sim_core(struct dht_sim *s, int i);
+
 /* Tiny helpers shared inside dht/. */
 #define xmalloc  wire_xmalloc
 #define xcalloc  wire_xcalloc

@@ -268,6 +268,10 @@ bool dht_sim_run_while(struct dht_sim *s, bool (*done)(struct dht_sim *, void *)
 /* Peers are numbered from 0 in the order added. The first creates the
  * ring; later ones join through a random live peer. Returns the index. */
 int dht_sim_add_peer(struct dht_sim *s);
+/* Added by the simulator's author (additive): like dht_sim_add_peer(), but
+ * the peer's node id is id instead of SHA-1 of its address, so a test can
+ * place peers (for example many in one gap of the ring). */
+int dht_sim_add_peer_id(struct dht_sim *s, const struct dht_id *id);
 int dht_sim_npeers(const struct dht_sim *s);
 bool dht_sim_alive(const struct dht_sim *s, int i);
 /* Crash (silent: messages to it vanish), restart with its store kept

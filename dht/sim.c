@@ -68,7 +68,8 @@ struct sim_peer {
     uint32_t tick_gen; /* generation of the tick event that counts */
     uint64_t tick_at;  /* virtual ms of that tick, if tick_pending */
     bool tick_pending;
-    bool in_a; /* partition side */
+    bool in_a;     /* partition side */
+    bool fixed_id; /* node.id chosen by dht_sim_add_peer_id() */
     enum peer_state state;
 };
 
@@ -363,7 +364,8 @@ static struct dht *make_core(struct sim_peer *p, struct dht_store *store)
     uint64_t x = s->opts.seed ^ ((uint64_t)p->idx << 20) ^ p->inc;
 
     snprintf(cfg.addr, sizeof cfg.addr, "%s", p->node.addr);
-    cfg.has_id = false;
+    cfg.has_id = p->fixed_id;
+    cfg.id = p->node.id;
     if (s->opts.replicas > 0)
         cfg.replicas = s->opts.replicas;
     if (s->opts.succ_len > 0)
@@ -667,7 +669,7 @@ bool dht_sim_run_while(struct dht_sim *s,
     }
 }
 
-int dht_sim_add_peer(struct dht_sim *s)
+static int add_peer(struct dht_sim *s, const struct dht_id *id)
 {
     struct sim_peer *p;
     int i = s->npeers;
@@ -687,7 +689,12 @@ int dht_sim_add_peer(struct dht_sim *s)
     p->io.stopped = io_stopped;
     snprintf(p->node.addr, sizeof p->node.addr, "10.0.%d.%d:%d", i / 256,
              i % 256, SIM_PORT);
-    dht_id_of(p->node.addr, &p->node.id);
+    if (id) {
+        p->node.id = *id;
+        p->fixed_id = true;
+    } else {
+        dht_id_of(p->node.addr, &p->node.id);
+    }
     p->state = P_CRASHED; /* not alive until its core exists */
     s->peers[s->npeers++] = p;
     p->core = make_core(p, dht_store_new_mem());
@@ -697,6 +704,22 @@ int dht_sim_add_peer(struct dht_sim *s)
     else
         start_join(p);
     return i;
+}
+
+int dht_sim_add_peer(struct dht_sim *s)
+{
+    return add_peer(s, NULL);
+}
+
+int dht_sim_add_peer_id(struct dht_sim *s, const struct dht_id *id)
+{
+    return add_peer(s, id);
+}
+
+struct dht *dht_sim_core(struct dht_sim *s, int i)
+{
+    struct sim_peer *p = peer_at(s, i);
+    return p ? p->core : NULL;
 }
 
 int dht_sim_npeers(const struct dht_sim *s)
