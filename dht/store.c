@@ -430,7 +430,9 @@ static int env_open(struct dht_store *s)
             rc = mdb_env_set_mapsize(s->env, map);
         if (!rc)
             rc = mdb_env_open(s->env, s->dir, flags, 0600);
-        if (rc == ENOMEM && map / 2 >= STORE_MAP_MIN) {
+        /* mmap refuses a map larger than the address space allows: ENOMEM
+         * under ulimit -v, EINVAL under valgrind. Halve and retry. */
+        if ((rc == ENOMEM || rc == EINVAL) && map / 2 >= STORE_MAP_MIN) {
             mdb_env_close(s->env);
             s->env = NULL;
             map /= 2;
@@ -655,6 +657,17 @@ static int lmdb_del(struct dht_store *s, const struct dht_id *id,
     return 0;
 }
 
+/* Compare an LMDB key with an id as LMDB orders keys (bytes, then length). */
+static int key_cmp(const MDB_val *k, const uint8_t *id)
+{
+    size_t n = k->mv_size < DHT_ID_LEN ? k->mv_size : DHT_ID_LEN;
+    int c = memcmp(k->mv_data, id, n);
+
+    if (c)
+        return c;
+    return k->mv_size < DHT_ID_LEN ? -1 : k->mv_size > DHT_ID_LEN;
+}
+
 /*
  * Visit records from the cursor's current one while their id is <= stop
  * (stop NULL: to the end). *rc_io is set to -EIO if a corrupt record was
@@ -670,14 +683,14 @@ static int lmdb_visit(struct dht_store *s, MDB_cursor *cur, MDB_val *k,
         struct dht_id id;
         struct rec_view r;
 
+        if (stop && key_cmp(k, stop) > 0)
+            return 0;
         if (k->mv_size != DHT_ID_LEN) {
             log_error(STORE_MOD, NULL, "%s: key of %zu bytes skipped", s->dir,
                       k->mv_size);
             *rc_io = -EIO;
             continue;
         }
-        if (stop && memcmp(k->mv_data, stop, DHT_ID_LEN) > 0)
-            return 0;
         memcpy(id.b, k->mv_data, DHT_ID_LEN);
         if (rec_parse(v, &r) < 0) {
             log_bad_record(s, &id, "is corrupt; skipped");
@@ -715,8 +728,7 @@ static int lmdb_range(struct dht_store *s, const struct dht_id *lo,
     }
     /* First record with id > lo. */
     grc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (grc == 0 && k.mv_size == DHT_ID_LEN &&
-        memcmp(k.mv_data, lo->b, DHT_ID_LEN) == 0)
+    if (grc == 0 && key_cmp(&k, lo->b) == 0)
         grc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     rc = lmdb_visit(s, cur, &k, &v, grc, wraps ? NULL : hi->b, fn, arg, &rc_io);
     if (rc == 0 && wraps) {
