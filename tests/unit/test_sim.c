@@ -1,0 +1,630 @@
+/*
+ * tests/unit/test_sim.c - ring scenarios on the deterministic simulator.
+ *
+ * Each test builds a ring of simulated peers (dht/sim.c driving dht/core.c),
+ * does something to it (joins, crashes, leaves, churn, a partition) and
+ * checks the oracles, after Zave's correctness properties: the live peers
+ * form one ordered ring whose successor lists and predecessors are the ideal
+ * ones, every acknowledged key is still readable at its acknowledged
+ * version, and after maintenance every key sits on its R successors. A run
+ * is a pure function of its seed, so a failure here replays exactly.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dht/dht-int.h"
+#include "tests/unit/testhelp.h"
+
+#define CONVERGE_MS 600000 /* virtual bound for any convergence */
+
+static uint64_t trng = 88172645463325252ull; /* the tests' own xorshift */
+
+static uint64_t trand(void)
+{
+    trng ^= trng << 13;
+    trng ^= trng >> 7;
+    trng ^= trng << 17;
+    return trng;
+}
+
+static struct dht_sim *new_sim(uint64_t seed)
+{
+    struct dht_sim_opts o;
+
+    dht_sim_opts_default(&o);
+    o.seed = seed;
+    trng = seed * 2654435761u + 88172645463325252ull;
+    return dht_sim_new(&o);
+}
+
+static bool ring_ok_cb(struct dht_sim *s, void *arg)
+{
+    (void)arg;
+    return dht_sim_ring_ok(s, NULL);
+}
+
+/* Run until the ring oracle holds; say why not if it never does. */
+static bool converge(struct dht_sim *s)
+{
+    const char *why;
+
+    if (dht_sim_run_while(s, ring_ok_cb, NULL, 100,
+                          dht_sim_now(s) + CONVERGE_MS))
+        return true;
+    dht_sim_ring_ok(s, &why);
+    printf("# ring did not converge by t=%llu ms: %s\n",
+           (unsigned long long)dht_sim_now(s), why);
+    return false;
+}
+
+/* A few maintenance periods of virtual time. */
+static void maintain(struct dht_sim *s)
+{
+    struct dht_sim_opts o;
+
+    dht_sim_opts_default(&o);
+    dht_sim_run_until(s, dht_sim_now(s) + 3 * (uint64_t)(o.base.maintain_ms +
+                                                         o.base.jitter_ms));
+}
+
+/* Add n peers, batch of them per virtual second. */
+static void add_peers(struct dht_sim *s, int n, int batch)
+{
+    for (int i = 0; i < n; i++) {
+        dht_sim_add_peer(s);
+        if ((i + 1) % batch == 0)
+            dht_sim_run_until(s, dht_sim_now(s) + 1000);
+    }
+}
+
+static int random_live(struct dht_sim *s)
+{
+    int n = dht_sim_npeers(s);
+
+    for (int tries = 0; tries < 100000; tries++) {
+        int i = (int)(trand() % (uint64_t)n);
+        if (dht_sim_alive(s, i))
+            return i;
+    }
+    return -1;
+}
+
+static int live_count(struct dht_sim *s)
+{
+    int n = 0;
+
+    for (int i = 0; i < dht_sim_npeers(s); i++)
+        n += dht_sim_alive(s, i);
+    return n;
+}
+
+/* ------------------------------------------------------ operation batches */
+
+struct batch;
+
+struct opres {
+    struct batch *b;
+    bool done;
+    int err;
+    uint64_t version;
+    struct dht_id primary;
+    int hops;
+};
+
+struct batch {
+    int outstanding;
+};
+
+static void op_cb(void *arg, const struct dht_result *res)
+{
+    struct opres *r = arg;
+
+    r->done = true;
+    r->err = res->err;
+    r->version = res->version;
+    r->primary = res->primary.id;
+    r->hops = res->hops;
+    r->b->outstanding--;
+}
+
+static bool batch_done(struct dht_sim *s, void *arg)
+{
+    (void)s;
+    return ((struct batch *)arg)->outstanding == 0;
+}
+
+static void key_name(int k, char *buf, size_t len)
+{
+    snprintf(buf, len, "key-%d", k);
+}
+
+/* Submit op on key k from a random live peer into batch b. */
+static void submit(struct dht_sim *s, struct batch *b, struct opres *r,
+                   enum dht_op_kind kind, int k)
+{
+    char key[32], val[64];
+    struct dht_op op = {.kind = kind, .expected = DHT_ANY_VERSION};
+
+    key_name(k, key, sizeof key);
+    snprintf(val, sizeof val, "value %d", k);
+    op.key = key;
+    if (kind == DHT_OP_PUT) {
+        op.value = val;
+        op.len = strlen(val);
+    }
+    memset(r, 0, sizeof *r);
+    r->b = b;
+    b->outstanding++;
+    if (dht_sim_op(s, random_live(s), &op, op_cb, r) < 0) {
+        r->done = true;
+        r->err = -EHOSTUNREACH;
+        b->outstanding--;
+    }
+}
+
+static void wait_batch(struct dht_sim *s, struct batch *b)
+{
+    dht_sim_run_while(s, batch_done, b, 50, dht_sim_now(s) + 120000);
+}
+
+/* Put keys 0..n-1; versions[k] = acknowledged version or 0. Returns acked. */
+static int put_keys(struct dht_sim *s, int n, uint64_t *versions)
+{
+    struct batch b = {0};
+    struct opres *r = calloc((size_t)n, sizeof *r);
+    int acked = 0;
+
+    for (int k = 0; k < n; k++)
+        submit(s, &b, &r[k], DHT_OP_PUT, k);
+    wait_batch(s, &b);
+    for (int k = 0; k < n; k++) {
+        versions[k] = r[k].done && r[k].err == 0 ? r[k].version : 0;
+        acked += versions[k] != 0;
+    }
+    free(r);
+    return acked;
+}
+
+/* Keys acknowledged (versions[k] != 0) that cannot be read back at their
+ * version or newer, skipping those flagged in skip (may be NULL). */
+static int lost_keys(struct dht_sim *s, int n, const uint64_t *versions,
+                     const bool *skip)
+{
+    struct batch b = {0};
+    struct opres *r = calloc((size_t)n, sizeof *r);
+    int lost = 0;
+
+    for (int k = 0; k < n; k++)
+        if (versions[k])
+            submit(s, &b, &r[k], DHT_OP_GET, k);
+    wait_batch(s, &b);
+    for (int k = 0; k < n; k++) {
+        if (!versions[k] || (skip && skip[k]))
+            continue;
+        if (!r[k].done || r[k].err != 0 || r[k].version < versions[k]) {
+            if (lost < 5)
+                printf("# key-%d lost: done %d err %d version %llu < %llu\n", k,
+                       r[k].done, r[k].err, (unsigned long long)r[k].version,
+                       (unsigned long long)versions[k]);
+            lost++;
+        }
+    }
+    free(r);
+    return lost;
+}
+
+/* The live peer that is the successor of key k, by linear scan. */
+static int true_successor(struct dht_sim *s, int k)
+{
+    char key[32];
+    struct dht_id id, best, d;
+    int who = -1;
+
+    key_name(k, key, sizeof key);
+    dht_id_of(key, &id);
+    for (int i = 0; i < dht_sim_npeers(s); i++) {
+        if (!dht_sim_alive(s, i))
+            continue;
+        dht_id_sub(&dht_sim_node(s, i)->id, &id, &d);
+        if (who < 0 || dht_id_cmp(&d, &best) < 0) {
+            best = d;
+            who = i;
+        }
+    }
+    return who;
+}
+
+/* n lookups of random keys among nkeys; returns how many failed (error or
+ * a primary other than the true successor). */
+static int bad_lookups(struct dht_sim *s, int n, int nkeys, double *hops_mean)
+{
+    struct batch b = {0};
+    struct opres *r = calloc((size_t)n, sizeof *r);
+    int *keys = calloc((size_t)n, sizeof *keys), bad = 0;
+    long hops = 0;
+
+    for (int i = 0; i < n; i++) {
+        keys[i] = (int)(trand() % (uint64_t)nkeys);
+        submit(s, &b, &r[i], DHT_OP_LOOKUP, keys[i]);
+    }
+    wait_batch(s, &b);
+    for (int i = 0; i < n; i++) {
+        int want = true_successor(s, keys[i]);
+        if (!r[i].done || r[i].err != 0 ||
+            !dht_id_eq(&r[i].primary, &dht_sim_node(s, want)->id))
+            bad++;
+        hops += r[i].hops;
+    }
+    if (hops_mean)
+        *hops_mean = n ? (double)hops / n : 0;
+    free(r);
+    free(keys);
+    return bad;
+}
+
+/* Live peers sorted by id (caller frees). */
+static int *sorted_live(struct dht_sim *s, int *n_out)
+{
+    int n = 0, *v = calloc((size_t)dht_sim_npeers(s) + 1, sizeof *v);
+
+    for (int i = 0; i < dht_sim_npeers(s); i++)
+        if (dht_sim_alive(s, i))
+            v[n++] = i;
+    /* Insertion sort: these rings are small. */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && dht_id_cmp(&dht_sim_node(s, v[j - 1])->id,
+                                            &dht_sim_node(s, v[j])->id) > 0;
+             j--) {
+            int t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    *n_out = n;
+    return v;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* The oracle itself: a converged ring stops being ok the moment a peer
+ * crashes (its neighbours still name it), and is ok again after repair. */
+static void test_sim_oracle_sees_crash(void)
+{
+    struct dht_sim *s = new_sim(11);
+
+    add_peers(s, 12, 12);
+    CHECK(converge(s));
+    dht_sim_crash(s, 5);
+    CHECK(!dht_sim_alive(s, 5));
+    CHECK(!dht_sim_ring_ok(s, NULL));
+    CHECK(converge(s));
+    dht_sim_free(s);
+}
+
+/* A lone peer is its own successor. */
+static void test_sim_single_peer(void)
+{
+    struct dht_sim *s = new_sim(2);
+    uint64_t v[10];
+
+    add_peers(s, 1, 1);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, 10, v), 10);
+    CHECK_EQ(lost_keys(s, 10, v, NULL), 0);
+    CHECK_EQ(bad_lookups(s, 20, 10, NULL), 0);
+    dht_sim_free(s);
+}
+
+/* 1000 peers joining (20 a virtual second) converge to one ordered ring
+ * with ideal successor lists; lookups then take about half log2 N hops. */
+static void test_sim_join_1000(void)
+{
+    struct dht_sim *s = new_sim(1000);
+    double hops;
+
+    add_peers(s, 1000, 20);
+    CHECK(converge(s));
+    CHECK_EQ(live_count(s), 1000);
+    CHECK_EQ(bad_lookups(s, 300, 100000, &hops), 0);
+    printf("# 1000 peers: converged at t=%llu ms, %llu messages, "
+           "hops mean %.2f\n",
+           (unsigned long long)dht_sim_now(s),
+           (unsigned long long)dht_sim_messages(s), hops);
+    CHECK(hops > 1.0 && hops < 10.0);
+    dht_sim_free(s);
+}
+
+/* Fingers converge too, on a small ring given time. */
+static void test_sim_fingers(void)
+{
+    struct dht_sim *s = new_sim(33);
+
+    add_peers(s, 30, 10);
+    CHECK(converge(s));
+    dht_sim_run_until(s, dht_sim_now(s) + 300000);
+    CHECK(dht_sim_ring_ok(s, NULL));
+    CHECK(dht_sim_fingers_ok(s));
+    dht_sim_free(s);
+}
+
+/* 50 peers joining the same gap at the same virtual moment. */
+static void test_sim_concurrent_joins(void)
+{
+    struct dht_sim *s = new_sim(50);
+    int n, *v, gap = 0;
+    struct dht_id best = {{0}}, d, id;
+
+    add_peers(s, 10, 10);
+    CHECK(converge(s));
+    v = sorted_live(s, &n);
+    for (int i = 0; i < n; i++) {
+        dht_id_sub(&dht_sim_node(s, v[(i + 1) % n])->id,
+                   &dht_sim_node(s, v[i])->id, &d);
+        if (dht_id_cmp(&d, &best) > 0) {
+            best = d;
+            gap = i;
+        }
+    }
+    /* ids a + j * 2^100, j = 1..50: all inside (a, b). */
+    id = dht_sim_node(s, v[gap])->id;
+    for (int j = 0; j < 50; j++) {
+        dht_id_add_pow2(&id, 100, &id);
+        dht_sim_add_peer_id(s, &id);
+    }
+    free(v);
+    CHECK(!dht_sim_ring_ok(s, NULL));
+    CHECK(converge(s));
+    CHECK_EQ(live_count(s), 60);
+    CHECK_EQ(bad_lookups(s, 100, 1000, NULL), 0);
+    dht_sim_free(s);
+}
+
+/* R-1 adjacent peers crash at once: no key is lost, the ring converges and
+ * maintenance restores R copies of every key. */
+static void test_sim_crash_adjacent(void)
+{
+    enum { N = 30, K = 200 };
+    struct dht_sim *s = new_sim(77);
+    uint64_t v[K], keys, under;
+    int n, *sorted;
+
+    add_peers(s, N, 10);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, K, v), K);
+    maintain(s);
+    dht_sim_key_census(s, &keys, &under);
+    CHECK_EQ(keys, K);
+    CHECK_EQ(under, 0);
+    sorted = sorted_live(s, &n);
+    for (int j = 0; j < DHT_REPLICAS - 1; j++)
+        dht_sim_crash(s, sorted[(7 + j) % n]);
+    free(sorted);
+    CHECK(converge(s));
+    maintain(s);
+    CHECK_EQ(lost_keys(s, K, v, NULL), 0);
+    dht_sim_key_census(s, &keys, &under);
+    CHECK_EQ(keys, K);
+    CHECK_EQ(under, 0);
+    dht_sim_free(s);
+}
+
+/* Crashes one at a time, each given time to heal: nothing is lost. */
+static void test_sim_crash_one_by_one(void)
+{
+    enum { N = 30, K = 150 };
+    struct dht_sim *s = new_sim(5);
+    uint64_t v[K], keys, under;
+
+    add_peers(s, N, 10);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, K, v), K);
+    maintain(s);
+    for (int round = 0; round < 6; round++) {
+        dht_sim_crash(s, random_live(s));
+        CHECK(converge(s));
+        maintain(s);
+    }
+    CHECK_EQ(live_count(s), N - 6);
+    CHECK_EQ(lost_keys(s, K, v, NULL), 0);
+    dht_sim_key_census(s, &keys, &under);
+    CHECK_EQ(keys, K);
+    CHECK_EQ(under, 0);
+    CHECK_EQ(bad_lookups(s, 200, K, NULL), 0);
+    dht_sim_free(s);
+}
+
+/* Churn (joins, crashes, leaves) while lookups run; once the ring settles
+ * lookups all succeed, and only keys whose every copy crashed may be lost. */
+static void test_sim_churn_lookups(void)
+{
+    enum { N = 40, K = 150 };
+    struct dht_sim *s = new_sim(4242);
+    uint64_t v[K];
+    bool unrecov[K] = {false};
+    int bad_during = 0, during = 0;
+    char key[32];
+
+    add_peers(s, N, 10);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, K, v), K);
+    maintain(s);
+    for (int ev = 0; ev < 12; ev++) {
+        int i = random_live(s);
+        switch (ev % 3) {
+        case 0:
+            dht_sim_add_peer(s);
+            break;
+        case 1:
+            /* A key is unrecoverable if no other live store holds it. */
+            for (int k = 0; k < K; k++) {
+                bool other = false;
+                key_name(k, key, sizeof key);
+                if (!dht_sim_holds(s, i, key))
+                    continue;
+                for (int j = 0; j < dht_sim_npeers(s) && !other; j++)
+                    other = j != i && dht_sim_alive(s, j) &&
+                            dht_sim_holds(s, j, key);
+                unrecov[k] |= !other;
+            }
+            dht_sim_crash(s, i);
+            break;
+        case 2:
+            dht_sim_leave(s, i);
+            break;
+        }
+        /* Lookups in the turbulence; counted, not required to succeed. */
+        bad_during += bad_lookups(s, 10, K, NULL);
+        during += 10;
+        dht_sim_run_until(s, dht_sim_now(s) + 4000);
+    }
+    printf("# during churn: %d of %d lookups failed\n", bad_during, during);
+    CHECK(converge(s));
+    maintain(s);
+    CHECK_EQ(bad_lookups(s, 300, K, NULL), 0);
+    CHECK_EQ(lost_keys(s, K, v, unrecov), 0);
+    dht_sim_free(s);
+}
+
+/* Graceful leaves hand keys on: nothing lost, and after maintenance every
+ * key is on its R successors. */
+static void test_sim_leaves(void)
+{
+    enum { N = 30, K = 200 };
+    struct dht_sim *s = new_sim(99);
+    uint64_t v[K], keys, under;
+
+    add_peers(s, N, 10);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, K, v), K);
+    maintain(s);
+    for (int round = 0; round < 10; round++) {
+        int i = random_live(s);
+        dht_sim_leave(s, i);
+        dht_sim_run_until(s, dht_sim_now(s) + 30000);
+        CHECK(!dht_sim_alive(s, i));
+        CHECK_EQ(lost_keys(s, K, v, NULL), 0);
+    }
+    CHECK(converge(s));
+    maintain(s);
+    CHECK_EQ(live_count(s), N - 10);
+    CHECK_EQ(lost_keys(s, K, v, NULL), 0);
+    dht_sim_key_census(s, &keys, &under);
+    CHECK_EQ(keys, K);
+    CHECK_EQ(under, 0);
+    dht_sim_free(s);
+}
+
+/* Split the ring in two for ms of virtual time, heal, and expect one ring. */
+static void partition_heal(uint64_t seed, uint64_t ms)
+{
+    enum { N = 30 };
+    struct dht_sim *s = new_sim(seed);
+    bool in_a[N];
+
+    add_peers(s, N, 10);
+    CHECK(converge(s));
+    for (int i = 0; i < N; i++)
+        in_a[i] = i % 2;
+    dht_sim_partition(s, in_a);
+    dht_sim_run_until(s, dht_sim_now(s) + ms);
+    dht_sim_partition(s, NULL);
+    CHECK(converge(s));
+    CHECK_EQ(bad_lookups(s, 100, 1000, NULL), 0);
+    dht_sim_free(s);
+}
+
+/* A blip shorter than failure detection. */
+static void test_sim_partition_short(void)
+{
+    partition_heal(21, 1000);
+}
+
+/* Long enough for each side to drop the other from its lists. */
+static void test_sim_partition_long(void)
+{
+    partition_heal(22, 120000);
+}
+
+/* A lossy network still converges and serves keys. */
+static void test_sim_lossy(void)
+{
+    struct dht_sim_opts o;
+    struct dht_sim *s;
+    uint64_t v[50];
+
+    dht_sim_opts_default(&o);
+    o.seed = 3;
+    o.loss = 0.02;
+    s = dht_sim_new(&o);
+    add_peers(s, 20, 10);
+    CHECK(converge(s));
+    CHECK(put_keys(s, 50, v) >= 45);
+    maintain(s);
+    CHECK_EQ(lost_keys(s, 50, v, NULL), 0);
+    dht_sim_free(s);
+}
+
+/* A fingerprint of a run: time, traffic, and every peer's state. */
+static uint64_t run_fingerprint(uint64_t seed)
+{
+    struct dht_sim *s = new_sim(seed);
+    uint64_t h = 1469598103934665603ull, v[40];
+
+    add_peers(s, 25, 5);
+    converge(s);
+    put_keys(s, 40, v);
+    dht_sim_crash(s, 3);
+    dht_sim_crash(s, 17);
+    dht_sim_run_until(s, dht_sim_now(s) + 20000);
+    for (int k = 0; k < 40; k++)
+        h = (h ^ v[k]) * 1099511628211ull;
+    h = (h ^ dht_sim_now(s)) * 1099511628211ull;
+    h = (h ^ dht_sim_messages(s)) * 1099511628211ull;
+    for (int i = 0; i < dht_sim_npeers(s); i++) {
+        const struct dht_node *list;
+        int len =
+            dht_sim_alive(s, i) ? dht_core_succs(dht_sim_core(s, i), &list) : 0;
+        h = (h ^ dht_sim_store_count(s, i)) * 1099511628211ull;
+        for (int j = 0; j < len; j++)
+            h = (h ^ list[j].id.b[0] ^ (uint64_t)list[j].id.b[1] << 8) *
+                1099511628211ull;
+    }
+    dht_sim_free(s);
+    return h;
+}
+
+static void test_sim_deterministic(void)
+{
+    uint64_t a = run_fingerprint(7), b = run_fingerprint(7);
+    uint64_t c = run_fingerprint(8);
+
+    CHECK(a == b);
+    CHECK(a != c);
+}
+
+int main(int argc, char **argv)
+{
+    /* Optional argument: run only tests whose name contains it. */
+    const char *only = argc > 1 ? argv[1] : NULL;
+
+#define T(fn)                                                                  \
+    do {                                                                       \
+        if (!only || strstr(#fn, only))                                        \
+            RUN(fn);                                                           \
+    } while (0)
+    dht_log_set_level(DHT_LOG_ERROR);
+    T(test_sim_oracle_sees_crash);
+    T(test_sim_single_peer);
+    T(test_sim_deterministic);
+    T(test_sim_concurrent_joins);
+    T(test_sim_crash_adjacent);
+    T(test_sim_crash_one_by_one);
+    T(test_sim_leaves);
+    T(test_sim_churn_lookups);
+    T(test_sim_partition_short);
+    T(test_sim_partition_long);
+    T(test_sim_lossy);
+    T(test_sim_fingers);
+    T(test_sim_join_1000);
+    return DONE();
+}
