@@ -771,6 +771,9 @@ static void test_store_corrupt_record_is_eio(void)
                   bad3 = mkid(0xa0, 1), lo = mkid(0, 0);
     /* A header claiming a key longer than the record. */
     const uint8_t lying[] = {'C', 'F', 'R', '1', 0, 0, 0x10, 0, 'k', 0};
+    /* Well-formed but for the magic. */
+    const uint8_t magic[] = {'X', 'F', 'R', '1', 0, 0, 0, 1, 'k', 0, 'v'};
+    struct dht_id bad4 = mkid(0xb0, 1);
     /* A key without its NUL terminator. */
     const uint8_t no_nul[] = {'C', 'F', 'R', '1', 0, 0, 0, 1, 'k', 'x'};
     struct seen sn;
@@ -785,16 +788,18 @@ static void test_store_corrupt_record_is_eio(void)
     CHECK_EQ(lmdb_raw_put(dir, bad.b, DHT_ID_LEN, "garbage!", 8), 0);
     CHECK_EQ(lmdb_raw_put(dir, bad2.b, DHT_ID_LEN, lying, sizeof lying), 0);
     CHECK_EQ(lmdb_raw_put(dir, bad3.b, DHT_ID_LEN, no_nul, sizeof no_nul), 0);
+    CHECK_EQ(lmdb_raw_put(dir, bad4.b, DHT_ID_LEN, magic, sizeof magic), 0);
     CHECK_EQ(lmdb_raw_put(dir, "short", 5, "CFR1", 4), 0);
 
     CHECK_EQ(dht_store_open(dir, true, &s), 0);
     if (!s)
         return;
-    CHECK_EQ(dht_store_count(s), 5);
+    CHECK_EQ(dht_store_count(s), 6);
     CHECK_EQ(dht_store_bytes(s), 4 + 4); /* only "good" is readable */
     CHECK_EQ(get_rc(s, &bad, "k"), -EIO);
     CHECK_EQ(get_rc(s, &bad2, "k"), -EIO);
     CHECK_EQ(get_rc(s, &bad3, "k"), -EIO);
+    CHECK_EQ(get_rc(s, &bad4, "k"), -EIO);
     CHECK_EQ(dht_store_del(s, &bad, "k"), -EIO);
     CHECK(get_is(s, "good", "fine", 4));
     /* A scan skips the bad records, visits the good one, reports -EIO. */
@@ -803,11 +808,11 @@ static void test_store_corrupt_record_is_eio(void)
     CHECK_EQ(sn.n, 1);
     /* A put replaces a corrupt record. */
     CHECK_EQ(dht_store_put(s, &bad, "k", "new", 3), 0);
-    CHECK_EQ(dht_store_count(s), 5);
+    CHECK_EQ(dht_store_count(s), 6);
     CHECK_EQ(dht_store_bytes(s), 4 + 4 + 1 + 3);
     CHECK_EQ(get_rc(s, &bad, "k"), 0);
     CHECK_EQ(dht_store_del(s, &bad, "k"), 0);
-    CHECK_EQ(dht_store_count(s), 4);
+    CHECK_EQ(dht_store_count(s), 5);
     dht_store_free(s);
 }
 
