@@ -17,8 +17,7 @@ void dht_id_hash(const void *data, size_t len, struct dht_id *out)
     unsigned int n = 0;
 
     /* EVP_Digest cannot fail for SHA-1 short of memory exhaustion. */
-    if (!EVP_Digest(data, len, out->b, &n, EVP_sha1(), NULL) ||
-        n != DHT_ID_LEN)
+    if (!EVP_Digest(data, len, out->b, &n, EVP_sha1(), NULL) || n != DHT_ID_LEN)
         abort();
 }
 
@@ -92,6 +91,10 @@ double dht_id_frac(const struct dht_id *a)
 
     for (int i = DHT_ID_LEN - 1; i >= 0; i--)
         f = (f + a->b[i]) / 256.0;
+    /* A double has 53 bits: ids within about 2^106 of 2^160 round to 1.0,
+     * which is a full turn, not a fraction of one. */
+    if (f >= 1.0)
+        f = 0x1.fffffffffffffp-1;
     return f;
 }
 
