@@ -159,3 +159,9 @@ $(B)/tests/test_mount_helper: $(B)/tests/unit/test_mount_helper.o \
                               $(B)/mount-helper/opts.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^
+
+# Store benchmark: puts/s with and without an fsync per commit (bench/store.sh).
+# Links only the store and what it uses, not all of libdht.
+$(B)/storebench: $(B)/tools/storebench.o $(B)/dht/store.o $(B)/dht/id.o \
+                 $(B)/dht/log.o $(B)/libproto.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
