@@ -822,12 +822,11 @@ uint64_t dht_sim_messages(const struct dht_sim *s)
 
 /* --------------------------------------------------------------- oracles */
 
-static const struct dht_sim *sort_sim; /* qsort has no argument */
-
-static int cmp_by_id(const void *a, const void *b)
+static int cmp_by_id(const void *a, const void *b, void *arg)
 {
-    const struct sim_peer *pa = sort_sim->peers[*(const int *)a];
-    const struct sim_peer *pb = sort_sim->peers[*(const int *)b];
+    const struct dht_sim *s = arg;
+    const struct sim_peer *pa = s->peers[*(const int *)a];
+    const struct sim_peer *pb = s->peers[*(const int *)b];
     return dht_id_cmp(&pa->node.id, &pb->node.id);
 }
 
@@ -843,9 +842,7 @@ static void live_refresh(struct dht_sim *s)
     for (int i = 0; i < s->npeers; i++)
         if (state_alive(s->peers[i]->state))
             s->sorted[n++] = i;
-    sort_sim = s;
-    qsort(s->sorted, (size_t)n, sizeof *s->sorted, cmp_by_id);
-    sort_sim = NULL;
+    qsort_r(s->sorted, (size_t)n, sizeof *s->sorted, cmp_by_id, s);
     s->nsorted = n;
     s->sorted_gen = s->live_gen;
 }
@@ -1015,7 +1012,8 @@ void dht_sim_key_census(struct dht_sim *s, uint64_t *keys_out,
         if (st)
             dht_store_range(st, &zero, &zero, census_cb, &c);
     }
-    qsort(c.v, c.n, sizeof *c.v, cmp_copy);
+    if (c.n > 1)
+        qsort(c.v, c.n, sizeof *c.v, cmp_copy);
     if (r > s->nsorted)
         r = s->nsorted;
     for (size_t i = 0; i < c.n;) {

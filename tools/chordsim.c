@@ -250,8 +250,7 @@ static int parse_args(int argc, char **argv, struct args *a)
             return -EINVAL;
         }
         if (rc < 0) {
-            fprintf(stderr, "chordsim: bad value for %s: %s\n",
-                    argv[optind - 1], optarg);
+            fprintf(stderr, "chordsim: bad value '%s'\n", optarg);
             return rc;
         }
     }
