@@ -165,3 +165,7 @@ $(B)/tests/test_mount_helper: $(B)/tests/unit/test_mount_helper.o \
 $(B)/storebench: $(B)/tools/storebench.o $(B)/dht/store.o $(B)/dht/id.o \
                  $(B)/dht/log.o $(B)/libproto.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+# DHT benchmark through the network driver: 3 peers vs 1 (bench/dht.sh).
+$(B)/chordbench: $(B)/tools/chordbench.o $(B)/libdht.a $(B)/libproto.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
