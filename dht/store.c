@@ -405,10 +405,8 @@ static int lock_dir(struct dht_store *s)
         log_error(STORE_MOD, NULL, "%s: %s", path, strerror(-rc));
     } else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
         rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
-        log_error(STORE_MOD, NULL,
-                  "%s: data directory in use by another "
-                  "store (%s)",
-                  s->dir, strerror(-rc));
+        log_error(STORE_MOD, NULL, "%s: data directory in use (%s)", s->dir,
+                  strerror(-rc));
     }
     free(path);
     return rc;
@@ -443,11 +441,12 @@ static int env_open(struct dht_store *s)
                       mdb_strerror(rc));
             return mdb_to_errno(rc);
         }
+        /* Free reader slots left by a process killed mid-read: they would
+         * keep old pages from being reused. */
+        mdb_reader_check(s->env, NULL);
         if (map != STORE_MAP_SIZE)
-            log_warn(STORE_MOD, NULL,
-                     "%s: address space limited, map size "
-                     "%zu MiB",
-                     s->dir, map >> 20);
+            log_warn(STORE_MOD, NULL, "%s: map size cut to %zu MiB", s->dir,
+                     map >> 20);
         return 0;
     }
 }
@@ -495,6 +494,8 @@ int dht_store_open(const char *dir, bool sync_each, struct dht_store **out)
     struct dht_store *s;
     int rc;
 
+    if (!dir)
+        return -EINVAL;
     rc = mkdir_p(dir);
     if (rc < 0) {
         log_error(STORE_MOD, NULL, "cannot create data directory %s: %s", dir,
