@@ -494,6 +494,11 @@ static void daemonize(void)
     }
     close(fds[0]);
     ready_fd = fds[1];
+    /* Drop every other inherited descriptor (a test harness's or a shell's
+     * pipes must not stay open for the daemon's lifetime). */
+    if (ready_fd > 3)
+        close_range(3, (unsigned)ready_fd - 1, 0);
+    close_range((unsigned)ready_fd + 1, ~0u, 0);
     fcntl(ready_fd, F_SETFD, FD_CLOEXEC);
     if (setsid() < 0) {
         report_error("setsid: %s", strerror(errno));
@@ -680,6 +685,7 @@ int main(int argc, char **argv)
         if (o.cache_size > 0)
             fc.cache_bytes = (uint64_t)o.cache_size;
         fc.debug = o.debug;
+        fc.data_dir = abs_data; /* fs engineer: statfs reports its disk */
         fargv[fargc++] = argv[0];
         for (int i = 0; i < o.n_fuse_opts; i++)
             fargv[fargc++] = (char *)o.fuse_opts[i];
