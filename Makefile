@@ -144,7 +144,7 @@ uninstall:
 DEBS := build-essential pkg-config libfuse3-dev fuse3 libssl-dev \
         libprotobuf-c-dev protobuf-c-compiler liblmdb-dev lmdb-utils bats \
         bats-assert bats-support attr sshfs clang libclang-rt-dev valgrind \
-        iproute2 procps psmisc util-linux
+        iproute2 procps psmisc util-linux openssh-server
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
