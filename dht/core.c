@@ -1860,14 +1860,18 @@ static void kv_apply(struct dht *d, struct kvjob *job)
         kv_finish(d, job, err);
         return;
     }
-    wire_record_free(cur);
+    /* fs engineer: cur is freed only after nr (whose set members point
+     * into cur's) has been saved and copied; freeing it first corrupted
+     * every set member but the newest. */
     err = rec_save(d, &nr);
     if (err < 0) {
+        wire_record_free(cur);
         free(members);
         kv_finish(d, job, -EIO);
         return;
     }
     job->res = rec_dup(&nr);
+    wire_record_free(cur);
     free(members);
 
     const struct dht_node *targets[MAX_SUCC];
