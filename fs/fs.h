@@ -23,6 +23,9 @@ struct fs_config {
     uint64_t cache_bytes;    /* --cache-size: per-mount data cache bound */
     double attr_timeout_s;   /* kernel attribute/entry cache (-o attr_timeout) */
     bool debug;              /* -d: FUSE debug output */
+    /* Added by the fs engineer (additive): the peer's --data-dir, whose
+     * local file system statfs reports as the space left; NULL: "/". */
+    const char *data_dir;
 };
 
 /* Fill c with the defaults documented in README.md. */

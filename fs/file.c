@@ -1,0 +1,749 @@
+/*
+ * fs/file.c - open regular files: write-back, read-ahead and chunk I/O.
+ *
+ * A file's bytes live in fixed-size chunks data:<uuid-hex>:<n>, each a
+ * Chord__Chunk holding the bytes and their SHA-1. A chunk stores only its
+ * bytes below the file's end; a missing chunk, and the part of a chunk past
+ * what it stores, read as zeros (sparse files). The SHA-1 is checked on
+ * every read: a mismatch is an EIO and an error line, never bad bytes.
+ *
+ * Open files of one mount share one struct fs_file per file uuid (so two
+ * descriptors of one file see each other's writes at once). It caches
+ * chunks: dirty ones (written, not yet in the ring) and clean ones (read or
+ * already written). The cache of a file is bounded by max_chunks (a quarter
+ * of --cache-size, at least 4 chunks), so the daemon's memory stays bounded
+ * for files larger than memory: when the dirty chunks reach half the bound
+ * they are written to the ring in parallel, and clean chunks are evicted
+ * least recently used first.
+ *
+ * Close-to-open: flush (close), fsync and release write every dirty chunk
+ * and then the inode record's size and mtime (compare-and-set). Open
+ * rereads the inode record and, unless this mount holds unwritten data of
+ * the file, takes its size and drops cached chunks.
+ *
+ * Read-ahead: a read that starts where the previous one ended doubles the
+ * window (up to 8 MiB or half the bound) and a cache miss fetches the whole
+ * window of chunks in parallel.
+ *
+ * Locks: fs->lock guards the list of open files and their refs; each
+ * file's mu guards its state and is held across that file's ring I/O, which
+ * serialises I/O on one file within a mount (never across files). fs->lock
+ * is never held across a ring call.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/fs-int.h"
+#include "proto/wire.h"
+
+#define RA_BYTES      (8u << 20) /* read-ahead window bound */
+#define DELETE_WINDOW 64         /* parallel deletes */
+
+struct chunk {
+    uint64_t index;
+    uint8_t *data; /* cs bytes; zero past len */
+    uint32_t len;  /* bytes valid (stored) */
+    bool dirty;
+    uint64_t used; /* LRU tick */
+};
+
+struct fs_file {
+    struct fs_file *next; /* fs->files; protected by fs->lock */
+    int refs;             /* protected by fs->lock */
+    uint8_t uuid[FS_UUID_LEN];
+    pthread_mutex_t mu; /* guards all below; held across ring I/O */
+    uint32_t cs;
+    uint64_t size;       /* this mount's view of the file size */
+    uint64_t stored_end; /* chunks at or past this offset are not stored */
+    int64_t mtime_ns;
+    bool meta_dirty; /* size/mtime not yet in the inode record */
+    struct chunk *chunks;
+    size_t n, max_chunks, n_dirty;
+    uint64_t tick;
+    uint64_t ra_next; /* offset just past the last read */
+    uint32_t ra_win;  /* read-ahead window, chunks */
+};
+
+/* ------------------------------------------------------------ the table */
+
+static struct fs_file *find_locked(struct fs *fs,
+                                   const uint8_t uuid[FS_UUID_LEN])
+{
+    for (struct fs_file *f = fs->files; f; f = f->next)
+        if (memcmp(f->uuid, uuid, FS_UUID_LEN) == 0)
+            return f;
+    return NULL;
+}
+
+struct fs_file *fs_file_find(struct fs *fs, const uint8_t uuid[FS_UUID_LEN])
+{
+    struct fs_file *f;
+
+    pthread_mutex_lock(&fs->lock);
+    f = find_locked(fs, uuid);
+    if (f)
+        f->refs++;
+    pthread_mutex_unlock(&fs->lock);
+    return f;
+}
+
+static void chunk_drop(struct fs_file *f, size_t i)
+{
+    if (f->chunks[i].dirty)
+        f->n_dirty--;
+    free(f->chunks[i].data);
+    f->chunks[i] = f->chunks[--f->n];
+}
+
+static void drop_clean(struct fs_file *f)
+{
+    for (size_t i = 0; i < f->n;) {
+        if (!f->chunks[i].dirty)
+            chunk_drop(f, i);
+        else
+            i++;
+    }
+}
+
+int fs_file_open(struct fs *fs, const struct fs_inode *ino,
+                 struct fs_file **out)
+{
+    struct fs_file *f, *fresh = NULL;
+    uint64_t bound;
+
+    pthread_mutex_lock(&fs->lock);
+    f = find_locked(fs, ino->uuid);
+    if (!f) {
+        fresh = f = wire_xcalloc(1, sizeof *f);
+        memcpy(f->uuid, ino->uuid, FS_UUID_LEN);
+        pthread_mutex_init(&f->mu, NULL);
+        f->cs = ino->chunk_size;
+        bound = fs->cfg.cache_bytes / 4 / f->cs;
+        f->max_chunks = bound < 4 ? 4 : (size_t)bound;
+        f->chunks = wire_xcalloc(f->max_chunks + 1, sizeof *f->chunks);
+        f->size = ino->size;
+        f->mtime_ns = ino->mtime_ns;
+        f->ra_win = 1;
+        f->next = fs->files;
+        fs->files = f;
+    }
+    f->refs++;
+    pthread_mutex_unlock(&fs->lock);
+
+    pthread_mutex_lock(&f->mu);
+    if (!fresh && f->n_dirty == 0 && !f->meta_dirty) {
+        /* Close-to-open: take the record's view, forget cached bytes. */
+        f->size = ino->size;
+        f->mtime_ns = ino->mtime_ns;
+        drop_clean(f);
+    }
+    if (ino->size > f->stored_end)
+        f->stored_end = ino->size;
+    pthread_mutex_unlock(&f->mu);
+    *out = f;
+    return 0;
+}
+
+void fs_file_unref(struct fs *fs, struct fs_file *f)
+{
+    struct fs_file **pp;
+    bool last;
+
+    pthread_mutex_lock(&fs->lock);
+    last = --f->refs == 0;
+    if (last) {
+        for (pp = &fs->files; *pp; pp = &(*pp)->next) {
+            if (*pp == f) {
+                *pp = f->next;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (!last)
+        return;
+    if (f->n_dirty)
+        log_error("fs", fs->node, "open file dropped with %zu dirty chunks",
+                  f->n_dirty);
+    while (f->n)
+        chunk_drop(f, f->n - 1);
+    free(f->chunks);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+void fs_file_attrs(struct fs_file *f, uint64_t *size_out, int64_t *mtime_out)
+{
+    pthread_mutex_lock(&f->mu);
+    *size_out = f->size;
+    *mtime_out = f->mtime_ns;
+    pthread_mutex_unlock(&f->mu);
+}
+
+uint64_t fs_file_stored_end(struct fs *fs, const uint8_t uuid[FS_UUID_LEN])
+{
+    struct fs_file *f = fs_file_find(fs, uuid);
+    uint64_t end = 0;
+
+    if (!f)
+        return 0;
+    pthread_mutex_lock(&f->mu);
+    end = f->stored_end > f->size ? f->stored_end : f->size;
+    pthread_mutex_unlock(&f->mu);
+    fs_file_unref(fs, f);
+    return end;
+}
+
+/* ----------------------------------------------------------- chunk I/O */
+
+static struct chunk *cache_find(struct fs_file *f, uint64_t index)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        if (f->chunks[i].index == index) {
+            f->chunks[i].used = ++f->tick;
+            return &f->chunks[i];
+        }
+    }
+    return NULL;
+}
+
+/* Pack data[0, len) as a Chunk with its SHA-1. */
+static int chunk_pack(const uint8_t *data, uint32_t len, uint8_t **buf,
+                      size_t *blen)
+{
+    Chord__Chunk c = CHORD__CHUNK__INIT;
+    struct dht_id sum;
+
+    dht_id_hash(data, len, &sum);
+    c.data.data = (uint8_t *)data;
+    c.data.len = len;
+    c.sha1.data = sum.b;
+    c.sha1.len = DHT_ID_LEN;
+    return wire_chunk_pack(&c, buf, blen) < 0 ? -EIO : 0;
+}
+
+/* Unpack and check a stored chunk into dst[cs] (zero-filled past it). */
+static int chunk_unpack(struct fs *fs, const char *key, const void *val,
+                        size_t len, uint8_t *dst, uint32_t cs,
+                        uint32_t *len_out)
+{
+    Chord__Chunk *c;
+    struct dht_id sum;
+
+    if (wire_chunk_unpack(val, len, &c) < 0) {
+        log_error("fs", fs->node, "%s: undecodable chunk", key);
+        return -EIO;
+    }
+    if (c->data.len > cs || c->sha1.len != DHT_ID_LEN) {
+        log_error("fs", fs->node, "%s: malformed chunk (%zu bytes)", key,
+                  c->data.len);
+        wire_chunk_free(c);
+        return -EIO;
+    }
+    dht_id_hash(c->data.data, c->data.len, &sum);
+    if (memcmp(sum.b, c->sha1.data, DHT_ID_LEN) != 0) {
+        log_error("fs", fs->node, "%s: SHA-1 mismatch, refusing its bytes",
+                  key);
+        wire_chunk_free(c);
+        return -EIO;
+    }
+    memcpy(dst, c->data.data, c->data.len);
+    memset(dst + c->data.len, 0, cs - c->data.len);
+    *len_out = (uint32_t)c->data.len;
+    wire_chunk_free(c);
+    return 0;
+}
+
+/* Write every dirty chunk to the ring in parallel; they become clean. */
+static int flush_dirty_locked(struct fs *fs, struct fs_file *f)
+{
+    struct fs_batch *b;
+    size_t *which, nd = 0;
+    int rc = 0;
+
+    if (f->n_dirty == 0)
+        return 0;
+    which = wire_xcalloc(f->n_dirty, sizeof *which);
+    b = fs_batch_new(fs, f->n_dirty);
+    for (size_t i = 0; i < f->n && nd < f->n_dirty; i++) {
+        struct chunk *c = &f->chunks[i];
+        char key[FS_KEY_MAX];
+        uint8_t *buf;
+        size_t blen;
+        uint32_t len = c->len;
+
+        if (!c->dirty)
+            continue;
+        /* Never store bytes past the end of file. */
+        if (fs_chunk_valid(c->index, f->size, f->cs) < len)
+            len = fs_chunk_valid(c->index, f->size, f->cs);
+        fs_key_data(f->uuid, c->index, key, sizeof key);
+        if (chunk_pack(c->data, len, &buf, &blen) < 0) {
+            rc = -EIO;
+            break;
+        }
+        which[nd] = i;
+        fs_batch_put(b, nd, key, buf, blen);
+        nd++;
+        free(buf);
+    }
+    fs_batch_wait(b);
+    for (size_t k = 0; k < nd; k++) {
+        struct chunk *c = &f->chunks[which[k]];
+        int err = fs_batch_result(b, k, NULL, NULL);
+        uint64_t end;
+
+        if (err < 0) {
+            if (rc == 0)
+                rc = fs_ring_errno(err);
+            continue;
+        }
+        c->dirty = false;
+        f->n_dirty--;
+        end = c->index * f->cs + c->len;
+        if (end > f->stored_end)
+            f->stored_end = end;
+    }
+    fs_batch_free(b);
+    free(which);
+    if (rc < 0)
+        log_warn("fs", fs->node, "write-back of %zu chunks failed: %s", nd,
+                 strerror(-rc));
+    return rc;
+}
+
+/* Make room for one more chunk: evict the least recently used clean one,
+ * writing the dirty ones back first if that is all there is. */
+static int ensure_room(struct fs *fs, struct fs_file *f)
+{
+    while (f->n >= f->max_chunks) {
+        size_t victim = SIZE_MAX;
+        int rc;
+
+        for (size_t i = 0; i < f->n; i++)
+            if (!f->chunks[i].dirty &&
+                (victim == SIZE_MAX ||
+                 f->chunks[i].used < f->chunks[victim].used))
+                victim = i;
+        if (victim != SIZE_MAX) {
+            chunk_drop(f, victim);
+            continue;
+        }
+        rc = flush_dirty_locked(fs, f);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static struct chunk *chunk_insert(struct fs_file *f, uint64_t index,
+                                  uint8_t *data, uint32_t len)
+{
+    struct chunk *c = &f->chunks[f->n++];
+
+    c->index = index;
+    c->data = data;
+    c->len = len;
+    c->dirty = false;
+    c->used = ++f->tick;
+    return c;
+}
+
+/*
+ * Bring chunks [first, first + count) into the cache, fetching those not
+ * cached in parallel. Chunks past stored_end are known absent and become
+ * zero chunks without a ring call. Only chunk `first` must succeed;
+ * read-ahead failures are ignored.
+ */
+static int fetch_locked(struct fs *fs, struct fs_file *f, uint64_t first,
+                        uint64_t count)
+{
+    struct fs_batch *b;
+    uint64_t *idx;
+    size_t nf = 0;
+    int rc = 0;
+
+    if (count > f->max_chunks / 2)
+        count = f->max_chunks / 2 ? f->max_chunks / 2 : 1;
+    idx = wire_xcalloc((size_t)count, sizeof *idx);
+    b = fs_batch_new(fs, (size_t)count);
+    for (uint64_t n = first; n < first + count; n++) {
+        char key[FS_KEY_MAX];
+
+        if (n != first && n * f->cs >= f->size)
+            break;
+        if (cache_find(f, n))
+            continue;
+        if (n * f->cs >= f->stored_end) {
+            if (n == first) {
+                rc = ensure_room(fs, f);
+                if (rc < 0)
+                    goto out;
+                chunk_insert(f, n, wire_xcalloc(1, f->cs), 0);
+            }
+            continue;
+        }
+        fs_key_data(f->uuid, n, key, sizeof key);
+        idx[nf] = n;
+        fs_batch_get(b, nf, key);
+        nf++;
+    }
+    fs_batch_wait(b);
+    for (size_t k = 0; k < nf; k++) {
+        const void *val;
+        size_t len;
+        int err = fs_batch_result(b, k, &val, &len);
+        uint8_t *data;
+        uint32_t clen = 0;
+        char key[FS_KEY_MAX];
+
+        if (err < 0 && err != -ENOENT) {
+            if (idx[k] == first) {
+                rc = fs_ring_errno(err);
+                log_warn("fs", fs->node, "reading a chunk failed: %s",
+                         strerror(-rc));
+            }
+            continue;
+        }
+        if (cache_find(f, idx[k]))
+            continue;
+        data = wire_xmalloc(f->cs);
+        if (err == -ENOENT) {
+            memset(data, 0, f->cs); /* a hole */
+        } else {
+            fs_key_data(f->uuid, idx[k], key, sizeof key);
+            err = chunk_unpack(fs, key, val, len, data, f->cs, &clen);
+            if (err < 0) {
+                free(data);
+                if (idx[k] == first)
+                    rc = err;
+                continue;
+            }
+        }
+        if (ensure_room(fs, f) < 0) {
+            free(data);
+            if (idx[k] == first)
+                rc = -EIO;
+            continue;
+        }
+        chunk_insert(f, idx[k], data, clen);
+    }
+out:
+    fs_batch_free(b);
+    free(idx);
+    return rc;
+}
+
+int fs_file_read(struct fs *fs, struct fs_file *f, char *buf, size_t size,
+                 uint64_t off)
+{
+    size_t done = 0;
+    uint32_t max_win;
+    int rc = 0;
+
+    pthread_mutex_lock(&f->mu);
+    if (off >= f->size)
+        goto out;
+    if (size > f->size - off)
+        size = (size_t)(f->size - off);
+    max_win = RA_BYTES / f->cs;
+    if (max_win > f->max_chunks / 2)
+        max_win = (uint32_t)(f->max_chunks / 2);
+    if (max_win < 1)
+        max_win = 1;
+    if (off == f->ra_next)
+        f->ra_win = f->ra_win * 2 > max_win ? max_win : f->ra_win * 2;
+    else
+        f->ra_win = 1;
+    while (done < size) {
+        uint64_t pos = off + done;
+        uint64_t n = fs_chunk_index(pos, f->cs);
+        uint32_t co = fs_chunk_offset(pos, f->cs);
+        size_t piece = f->cs - co;
+        struct chunk *c;
+
+        if (piece > size - done)
+            piece = size - done;
+        c = cache_find(f, n);
+        if (!c) {
+            rc = fetch_locked(fs, f, n, f->ra_win);
+            if (rc < 0)
+                break;
+            c = cache_find(f, n);
+            if (!c) /* evicted by its own read-ahead: fetch it alone */
+                rc = fetch_locked(fs, f, n, 1);
+            c = rc < 0 ? NULL : cache_find(f, n);
+            if (!c) {
+                rc = -EIO;
+                break;
+            }
+        }
+        memcpy(buf + done, c->data + co, piece);
+        done += piece;
+    }
+    f->ra_next = off + done;
+out:
+    pthread_mutex_unlock(&f->mu);
+    return done > 0 ? (int)done : rc;
+}
+
+int fs_file_write(struct fs *fs, struct fs_file *f, const char *buf,
+                  size_t size, uint64_t off)
+{
+    size_t done = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&f->mu);
+    while (done < size) {
+        uint64_t pos = off + done;
+        uint64_t n = fs_chunk_index(pos, f->cs);
+        uint32_t co = fs_chunk_offset(pos, f->cs);
+        size_t piece = f->cs - co;
+        struct chunk *c;
+
+        if (piece > size - done)
+            piece = size - done;
+        c = cache_find(f, n);
+        if (!c) {
+            bool whole = co == 0 && piece == f->cs;
+
+            if (!whole && n * f->cs < f->stored_end) {
+                rc = fetch_locked(fs, f, n, 1);
+                if (rc < 0)
+                    break;
+                c = cache_find(f, n);
+            } else {
+                rc = ensure_room(fs, f);
+                if (rc < 0)
+                    break;
+                c = chunk_insert(f, n, wire_xcalloc(1, f->cs), 0);
+            }
+            if (!c) {
+                rc = -EIO;
+                break;
+            }
+        }
+        memcpy(c->data + co, buf + done, piece);
+        if (co + piece > c->len)
+            c->len = (uint32_t)(co + piece);
+        if (!c->dirty) {
+            c->dirty = true;
+            f->n_dirty++;
+        }
+        done += piece;
+        if (off + done > f->size)
+            f->size = off + done;
+    }
+    if (done > 0) {
+        f->mtime_ns = fs_now_ns();
+        f->meta_dirty = true;
+    }
+    if (rc == 0 && f->n_dirty >= f->max_chunks / 2)
+        rc = flush_dirty_locked(fs, f);
+    pthread_mutex_unlock(&f->mu);
+    /* Bytes taken are buffered; a failed write-back surfaces at flush. */
+    return done > 0 ? (int)done : rc;
+}
+
+struct size_edit {
+    const uint8_t *uuid;
+    uint64_t size;
+    int64_t mtime_ns;
+    bool set_ctime;
+};
+
+static int edit_size(struct fs_inode *ino, void *arg)
+{
+    struct size_edit *e = arg;
+
+    if (ino->kind != FS_REG || memcmp(ino->uuid, e->uuid, FS_UUID_LEN) != 0)
+        return 1; /* the path names another file now: leave it alone */
+    ino->size = e->size;
+    ino->mtime_ns = e->mtime_ns;
+    if (e->set_ctime || e->mtime_ns > ino->ctime_ns)
+        ino->ctime_ns = e->set_ctime ? fs_now_ns() : e->mtime_ns;
+    return 0;
+}
+
+int fs_file_flush(struct fs *fs, struct fs_file *f, const char *path)
+{
+    int rc;
+
+    pthread_mutex_lock(&f->mu);
+    rc = flush_dirty_locked(fs, f);
+    if (rc == 0 && f->meta_dirty && path) {
+        struct size_edit e = {f->uuid, f->size, f->mtime_ns, false};
+
+        rc = fs_inode_update(fs, path, edit_size, &e);
+        if (rc == 0)
+            f->meta_dirty = false;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+/* ------------------------------------------------- truncate and delete */
+
+int fs_data_delete(struct fs *fs, const uint8_t uuid[FS_UUID_LEN],
+                   uint64_t first, uint64_t count)
+{
+    int rc = 0;
+
+    for (uint64_t base = first; base < first + count; base += DELETE_WINDOW) {
+        uint64_t n = first + count - base;
+        struct fs_batch *b;
+
+        if (n > DELETE_WINDOW)
+            n = DELETE_WINDOW;
+        b = fs_batch_new(fs, (size_t)n);
+        for (uint64_t k = 0; k < n; k++) {
+            char key[FS_KEY_MAX];
+
+            fs_key_data(uuid, base + k, key, sizeof key);
+            fs_batch_delete(b, (size_t)k, key);
+        }
+        fs_batch_wait(b);
+        for (uint64_t k = 0; k < n; k++) {
+            int err = fs_batch_result(b, (size_t)k, NULL, NULL);
+
+            if (err < 0 && err != -ENOENT && rc == 0)
+                rc = fs_ring_errno(err);
+        }
+        fs_batch_free(b);
+        if (rc < 0) {
+            char hex[33];
+
+            fs_uuid_hex(uuid, hex);
+            log_warn("fs", fs->node, "deleting chunks of %s failed: %s", hex,
+                     strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Rewrite chunk n of uuid keeping only its first keep bytes. */
+static int trim_chunk(struct fs *fs, const uint8_t *uuid, uint32_t cs,
+                      uint64_t n, uint32_t keep)
+{
+    char key[FS_KEY_MAX];
+    void *val;
+    size_t len;
+    uint8_t *data, *buf;
+    uint32_t clen;
+    int rc;
+
+    fs_key_data(uuid, n, key, sizeof key);
+    rc = dht_get(fs->peer, key, &val, &len, NULL);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0)
+        return fs_ring_errno(rc);
+    data = wire_xmalloc(cs);
+    rc = chunk_unpack(fs, key, val, len, data, cs, &clen);
+    free(val);
+    if (rc == 0 && clen > keep) {
+        rc = chunk_pack(data, keep, &buf, &len);
+        if (rc == 0) {
+            rc = fs_ring_errno(
+                dht_put(fs->peer, key, buf, len, DHT_ANY_VERSION, NULL));
+            free(buf);
+        }
+    }
+    free(data);
+    return rc;
+}
+
+/* Local side of a truncate: forget bytes past size. f->mu held. */
+static void truncate_local(struct fs_file *f, uint64_t size)
+{
+    for (size_t i = 0; i < f->n;) {
+        struct chunk *c = &f->chunks[i];
+        uint64_t start = c->index * f->cs;
+
+        if (start >= size) {
+            chunk_drop(f, i);
+            continue;
+        }
+        if (start + c->len > size) {
+            uint32_t keep = (uint32_t)(size - start);
+
+            memset(c->data + keep, 0, c->len - keep);
+            c->len = keep;
+        }
+        i++;
+    }
+    f->size = size;
+    f->stored_end = size;
+    f->mtime_ns = fs_now_ns();
+}
+
+int fs_file_truncate(struct fs *fs, const char *path, uint64_t size)
+{
+    struct fs_inode ino;
+    struct fs_file *f;
+    uint64_t old_end, n;
+    uint32_t cs, co;
+    int rc;
+
+    rc = fs_inode_get(fs, path, &ino, NULL);
+    if (rc < 0)
+        return rc;
+    if (ino.kind == FS_DIR) {
+        fs_inode_fini(&ino);
+        return -EISDIR;
+    }
+    if (ino.kind != FS_REG) {
+        fs_inode_fini(&ino);
+        return -EINVAL;
+    }
+    cs = ino.chunk_size;
+    old_end = ino.size;
+    f = fs_file_find(fs, ino.uuid);
+    if (f) {
+        pthread_mutex_lock(&f->mu);
+        rc = flush_dirty_locked(fs, f);
+        if (rc < 0)
+            goto out;
+        if (f->stored_end > old_end)
+            old_end = f->stored_end;
+        if (f->size > old_end)
+            old_end = f->size;
+    }
+    /* Ring side: the chunk holding the new end keeps only what lies below
+     * it, and every chunk past it goes. */
+    if (size < old_end) {
+        n = fs_chunk_index(size, cs);
+        co = fs_chunk_offset(size, cs);
+        if (co > 0) {
+            rc = trim_chunk(fs, ino.uuid, cs, n, co);
+            if (rc < 0)
+                goto out;
+            n++;
+        }
+        if (fs_chunk_count(old_end, cs) > n) {
+            rc = fs_data_delete(fs, ino.uuid, n,
+                                fs_chunk_count(old_end, cs) - n);
+            if (rc < 0)
+                goto out;
+        }
+    }
+    {
+        struct size_edit e = {ino.uuid, size, fs_now_ns(), true};
+
+        rc = fs_inode_update(fs, path, edit_size, &e);
+        if (rc == 0 && f) {
+            truncate_local(f, size);
+            f->mtime_ns = e.mtime_ns;
+            f->meta_dirty = false;
+        }
+    }
+out:
+    if (f) {
+        pthread_mutex_unlock(&f->mu);
+        fs_file_unref(fs, f);
+    }
+    fs_inode_fini(&ino);
+    return rc;
+}
