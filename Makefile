@@ -115,7 +115,8 @@ FUZZ_B := build-fuzz
 fuzz: $(FUZZ_B)/fuzz_wire
 $(FUZZ_B)/fuzz_wire: tests/fuzz/fuzz_wire.c proto/*.c proto/wire.h $(GEN_C)
 	@mkdir -p $(FUZZ_B)
-	clang -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined $(DEFS) $(INCS) \
+	clang -std=c17 -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=all $(DEFS) $(INCS) -I$(B)/gen \
 	  -o $@ tests/fuzz/fuzz_wire.c proto/*.c $(GEN_C) -lprotobuf-c
 fuzz-smoke:
 	@if command -v clang >/dev/null; then \

@@ -448,16 +448,64 @@ int wire_encode(const Chord__Envelope *env, uint8_t **frame_out,
     return 0;
 }
 
+/*
+ * protobuf-c accepts a field number 0 when its tag is spelled as a
+ * multi-byte varint (0x80 0x00), keeps it as an unknown field, packs it back
+ * as the single byte 0x00, and then refuses what it packed: a message that
+ * does not survive its own round trip (found by fuzz_wire). Field number 0
+ * is not valid protobuf, so it is refused anywhere in the message tree.
+ * Unknown fields with valid numbers are kept: a newer peer may send them.
+ */
+static bool unknown_fields_ok(const ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return false;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        const ProtobufCMessage *sub;
+
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *v =
+                *(ProtobufCMessage *const *const *)(base + f->offset);
+            for (size_t j = 0; j < n; j++)
+                if (v[j] && !unknown_fields_ok(v[j]))
+                    return false;
+            continue;
+        }
+        /* Members of a oneof share one slot: only the set one is valid. */
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+            continue;
+        sub = *(ProtobufCMessage *const *)(base + f->offset);
+        if (sub && !unknown_fields_ok(sub))
+            return false;
+    }
+    return true;
+}
+
 /* Unpack len bytes as a message of descriptor d; NULL if they do not parse.
  * The result is freed with protobuf_c_message_free_unpacked(). */
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d,
                                 const uint8_t *buf, size_t len)
 {
     static const uint8_t empty[1];
+    ProtobufCMessage *m;
 
     if (!buf && len)
         return NULL;
-    return protobuf_c_message_unpack(d, NULL, len, buf ? buf : empty);
+    m = protobuf_c_message_unpack(d, NULL, len, buf ? buf : empty);
+    if (m && !unknown_fields_ok(m)) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        return NULL;
+    }
+    return m;
 }
 
 int wire_decode(const uint8_t *payload, size_t len, Chord__Envelope **env_out)

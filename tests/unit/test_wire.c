@@ -1543,7 +1543,7 @@ static void test_garbage_mutated(void)
     struct fx f;
     uint8_t *frames[NCASES];
     size_t lens[NCASES];
-    uint8_t buf[1024];
+    uint8_t buf[1024] = {0};
 
     fx_init(&f);
     for (int i = 0; i < NCASES; i++)
@@ -1603,6 +1603,58 @@ static void test_garbage_reader(void)
         }
         wire_reader_fini(&r);
     }
+}
+
+/* ------------------------------------------------- fuzz_wire regressions */
+
+/*
+ * Field number 0 spelled as a two-byte varint tag (0x80 0x00): protobuf-c
+ * kept it as an unknown field and re-packed it as 0x00, which it then
+ * refused, so an accepted message did not survive a round trip. Found by
+ * fuzz_wire in wire_inode_unpack; the same held for every decoder.
+ */
+static void test_regress_field_zero(void)
+{
+    /* The fuzzer's input, taken as an Inode. */
+    static const uint8_t crash[] = {
+        0x80, 0x00, 0x8c, 0x11, 0xa2, 0x01, 0x1c, 0x08, 0x6d, 0x12, 0x0f, 0x65,
+        0x01, 0x74, 0x61, 0x3a, 0x2f, 0x64, 0x69, 0x72, 0x2f, 0x66, 0x69, 0x65,
+        0x6c, 0x32, 0x2f, 0x64, 0x69, 0x72, 0x2f, 0x66, 0x69, 0x6c, 0x65};
+    /* Field 0 (varint 5) beside a ping, and inside the ping. */
+    static const uint8_t top[] = {0x80, 0x00, 0x05, 0x82, 0x01, 0x00};
+    static const uint8_t nested[] = {0x82, 0x01, 0x03, 0x80, 0x00, 0x01};
+    /* Field 0 inside an xattr inside an inode. */
+    static const uint8_t deep[] = {0x62, 0x06, 0x0a, 0x01,
+                                   0x61, 0x80, 0x00, 0x01};
+    /* Record {key "k", field 0}, DirEntry {name "n", field 0}, Chunk. */
+    static const uint8_t rec[] = {0x0a, 0x01, 0x6b, 0x80, 0x00, 0x01};
+    static const uint8_t de[] = {0x0a, 0x01, 0x6e, 0x80, 0x00, 0x01};
+    static const uint8_t chunk[] = {0x0a, 0x01, 0x78, 0x80, 0x00, 0x01};
+    Chord__Envelope *env = NULL;
+    Chord__Inode *ino = NULL;
+    Chord__Record *r = NULL;
+    Chord__DirEntry *d = NULL;
+    Chord__Chunk *c = NULL;
+
+    CHECK_EQ(wire_inode_unpack(crash, sizeof(crash), &ino), -EBADMSG);
+    CHECK_EQ(wire_inode_unpack(deep, sizeof(deep), &ino), -EBADMSG);
+    CHECK(ino == NULL);
+    CHECK_EQ(wire_decode(top, sizeof(top), &env), -EBADMSG);
+    CHECK_EQ(wire_decode(nested, sizeof(nested), &env), -EBADMSG);
+    CHECK(env == NULL);
+    CHECK_EQ(wire_record_unpack(rec, sizeof(rec), &r), -EBADMSG);
+    CHECK_EQ(wire_dirent_unpack(de, sizeof(de), &d), -EBADMSG);
+    CHECK_EQ(wire_chunk_unpack(chunk, sizeof(chunk), &c), -EBADMSG);
+    CHECK(r == NULL && d == NULL && c == NULL);
+
+    /* Unknown fields with valid numbers are still fine (and the same
+     * messages without field 0 decode). */
+    CHECK_EQ(wire_inode_unpack(crash + 4, sizeof(crash) - 4, &ino), 0);
+    wire_inode_free(ino);
+    CHECK_EQ(wire_decode(top + 3, sizeof(top) - 3, &env), 0);
+    wire_msg_free(env);
+    CHECK_EQ(wire_record_unpack(rec, 3, &r), 0);
+    wire_record_free(r);
 }
 
 /* ---------------------------------------------------------------- status */
@@ -1730,6 +1782,7 @@ int main(void)
     RUN(test_garbage_random);
     RUN(test_garbage_mutated);
     RUN(test_garbage_reader);
+    RUN(test_regress_field_zero);
     RUN(test_status_table);
     RUN(test_xalloc);
     RUN(test_xalloc_oom_aborts);
