@@ -22,7 +22,8 @@
 # Output: one row per workload and target with seconds, MiB/s and the time
 # ratio against sshfs and passthrough_ll (2.00x = twice as long), also kept
 # as TSV in bench/out/. A step over BENCH_STEP_TIMEOUT seconds is cut by
-# timeout(1) and shown as TIMEOUT.
+# timeout(1) and shown as TIMEOUT; a step whose result is wrong (a short
+# read, a missing file) is shown as BAD.
 #
 #   bench/fs.sh                       full: 1 GiB, 10000 files in 100 dirs
 #   BENCH_SCALE=small bench/fs.sh     quick: 64 MiB, 1000 files in 10 dirs
@@ -293,6 +294,18 @@ timed() {
     [ $rc = 0 ]
 }
 
+# check KEY CMD...: after a timed step, CMD must hold, else the step is BAD.
+check() {
+    local key=$1
+    shift
+    case ${SECS[$key]:-} in FAIL | TIMEOUT) return 0 ;; esac
+    if ! timeout 300 "$@" 2>/dev/null; then
+        log "$key: result wrong ($*)"
+        SECS[$key]=BAD
+        FAILED=1
+    fi
+}
+
 # Shell functions run by timed through "bash -c": exported.
 create_tree() {
     local m=$1 files=$2 dirs=$3 blk i d
@@ -317,8 +330,11 @@ run_target() {
 
     timed "seq-write $t" dd if=/dev/zero of="$m/big" bs=1M count="$MB" \
         conv=fsync status=none
+    check "seq-write $t" test "$(stat -c %s "$m/big")" = $((MB * 1048576))
     if remount "$t" "$m" && drop_caches; then
-        timed "cold-read $t" dd if="$m/big" of=/dev/null bs=1M status=none
+        # dd's own count proves every byte came back.
+        timed "cold-read $t" bash -c 'dd if="$1" of=/dev/null bs=1M 2>&1 |
+            grep -q "^$2 bytes"' _ "$m/big" $((MB * 1048576))
     else
         SECS["cold-read $t"]=FAIL
         FAILED=1
@@ -326,14 +342,18 @@ run_target() {
     rm -f "$m/big"
 
     timed "create $t" bash -c 'create_tree "$@"' _ "$m" "$FILES" "$DIRS"
+    check "create $t" test "$(find "$m/tree" -type f | wc -l)" = "$FILES"
     drop_caches
     timed "ls-lR $t" ls -lR "$m/tree"
     drop_caches
-    timed "read-all $t" bash -c 'cd "$1" && find . -type f -exec cat {} + >/dev/null' _ "$m/tree"
+    timed "read-all $t" bash -c 'cd "$1" && find . -type f -exec cat {} + |
+        wc -c | grep -qx "$2"' _ "$m/tree" $((FILES * 4096))
     timed "rm-rf $t" rm -rf "$m/tree"
+    check "rm-rf $t" test ! -e "$m/tree"
 
     mkdir -p "$m/src"
     timed "tar-x $t" tar -C "$m/src" -xf "$TARBALL"
+    check "tar-x $t" test "$(find "$m/src" -type f | wc -l)" = "$TAR_FILES"
     timeout 300 rm -rf "$m/src"
 
     target_down "$t" "$m"
