@@ -67,6 +67,9 @@
 #define RPC_BUCKETS      64
 #define SET_MAX_BYTES    (WIRE_MAX_FRAME - (64u << 10))
 #define RING_MAX_STEPS   100000
+#define MAX_LOST         16
+#define LOST_FORGET_MS   (30u * 60 * 1000) /* stop probing a lost peer */
+#define FAILS_TO_DROP    2 /* silent rounds before a neighbour is dropped */
 
 enum state { ST_NEW, ST_JOINING, ST_JOINED, ST_LEAVING, ST_LEFT };
 
@@ -94,7 +97,8 @@ struct lookup {
     void *ctx;
     int hops;             /* FindSucc RPCs answered */
     int steps;            /* RPCs sent */
-    bool joining;         /* first hop is the bootstrap; no local table */
+    bool joining;         /* first hop is `via`; do not use our table */
+    char via[DHT_ADDR_MAX];
     int navoid;
     char avoid[MAX_AVOID][DHT_ADDR_MAX];
     struct dht_node asking;
@@ -171,6 +175,13 @@ struct dht {
     int next_finger;
 
     bool stabilizing, fixing, checking; /* one round in flight each */
+    int succ_fails;       /* consecutive silent stabilize rounds */
+    int pred_fails;       /* consecutive silent predecessor checks */
+    struct lost_node {    /* peers we lost: probed to merge partitions */
+        struct dht_node n;
+        uint64_t when;    /* ms it was lost */
+    } lost[MAX_LOST];
+    int nlost, lost_next;
     int maintaining;                    /* sync/stray RPCs in flight */
     uint64_t t_stabilize, t_fix, t_check, t_maintain, t_join;
     uint64_t fresh_until; /* fetch-through window end */
@@ -525,13 +536,46 @@ static void set_succs(struct dht *d, const struct dht_node *head,
     d->nsucc = k;
 }
 
+static void remember_lost(struct dht *d, const struct dht_node *n)
+{
+    int slot = -1;
+
+    if (is_self(d, n) || !n->addr[0])
+        return;
+    for (int i = 0; i < d->nlost; i++)
+        if (strcmp(d->lost[i].n.addr, n->addr) == 0)
+            slot = i;
+    if (slot < 0 && d->nlost < MAX_LOST)
+        slot = d->nlost++;
+    if (slot < 0) {
+        slot = 0; /* replace the oldest */
+        for (int i = 1; i < d->nlost; i++)
+            if (d->lost[i].when < d->lost[slot].when)
+                slot = i;
+    }
+    d->lost[slot].n = *n;
+    d->lost[slot].when = d->now;
+}
+
+static void forget_lost(struct dht *d, const char *addr)
+{
+    for (int i = 0; i < d->nlost; i++)
+        if (strcmp(d->lost[i].n.addr, addr) == 0) {
+            d->lost[i] = d->lost[--d->nlost];
+            return;
+        }
+}
+
 static void remove_succ(struct dht *d, const char *addr)
 {
     int k = 0;
 
-    for (int i = 0; i < d->nsucc; i++)
+    for (int i = 0; i < d->nsucc; i++) {
         if (strcmp(d->succ[i].addr, addr) != 0)
             d->succ[k++] = d->succ[i];
+        else
+            remember_lost(d, &d->succ[i]);
+    }
     if (k == d->nsucc)
         return;
     d->nsucc = k;
@@ -555,13 +599,14 @@ static void remove_succ(struct dht *d, const char *addr)
              addr, d->succ[0].addr);
 }
 
+/* A peer did not answer: stop routing through it. The successor list is
+ * left to stabilize, which drops a successor only after FAILS_TO_DROP
+ * silent rounds (one lost message must not reshape the ring). */
 static void forget_node(struct dht *d, const char *addr)
 {
     for (int i = 0; i < DHT_ID_BITS; i++)
         if (d->has_finger[i] && strcmp(d->finger[i].addr, addr) == 0)
             d->has_finger[i] = false;
-    if (d->nsucc > 1)
-        remove_succ(d, addr);
 }
 
 /* -------------------------------------------------------------- records */
@@ -874,7 +919,7 @@ static void lookup_next(struct dht *d, struct lookup *lk,
             /* Without a table of our own we can only go back to the
              * bootstrap, with the avoid list. */
             memset(&h, 0, sizeof h);
-            snprintf(h.addr, sizeof h.addr, "%s", d->bootstrap);
+            snprintf(h.addr, sizeof h.addr, "%s", lk->via);
             hint = &h;
         } else {
             const struct dht_node *s = NULL;
@@ -923,8 +968,11 @@ static void lookup_next(struct dht *d, struct lookup *lk,
     rpc_call(d, hint->addr, &env, lookup_reply, lk);
 }
 
+/* Resolve target. via NULL: from our own table; else through the peer at
+ * via only (joining, or probing a peer of another partition), with our own
+ * address avoided so a stale entry of ours is routed around. */
 static void lookup_start(struct dht *d, const struct dht_id *target,
-                         uint64_t deadline, bool joining, lookup_fn *fn,
+                         uint64_t deadline, const char *via, lookup_fn *fn,
                          void *ctx)
 {
     struct lookup *lk = xcalloc(1, sizeof *lk);
@@ -933,8 +981,9 @@ static void lookup_start(struct dht *d, const struct dht_id *target,
     lk->fn = fn;
     lk->ctx = ctx;
     lk->deadline = deadline;
-    lk->joining = joining;
-    if (joining) {
+    lk->joining = via != NULL;
+    if (via) {
+        snprintf(lk->via, sizeof lk->via, "%s", via);
         /* Route around our own stale entry if we are rejoining. */
         snprintf(lk->avoid[lk->navoid++], DHT_ADDR_MAX, "%s", d->self.addr);
     }
@@ -1111,6 +1160,12 @@ static void stab_reply(struct dht *d, void *ctx, const Chord__Envelope *rep,
         return;
     }
     if (err || !rep || rep->body_case != CHORD__ENVELOPE__BODY_STATE_REPLY) {
+        if (err != -ECONNREFUSED && ++d->succ_fails < FAILS_TO_DROP) {
+            d->t_stabilize = d->now; /* ask again at once */
+            stab_done(d, sc);
+            return;
+        }
+        d->succ_fails = 0;
         log_info("core", d->tag, "successor %s not answering (%s)",
                  sc->asked.addr, strerror(err ? -err : EPROTO));
         remove_succ(d, sc->asked.addr);
@@ -1123,6 +1178,7 @@ static void stab_reply(struct dht *d, void *ctx, const Chord__Envelope *rep,
         return;
     }
     const Chord__StateReply *st = rep->state_reply;
+    d->succ_fails = 0;
     if (st->pred) {
         struct dht_node p;
         node_from_pb(st->pred, &p);
@@ -1240,15 +1296,25 @@ static void check_pred_reply(struct dht *d, void *ctx,
         return;
     }
     if (err || !rep || rep->body_case != CHORD__ENVELOPE__BODY_PONG) {
+        if (err != -ECONNREFUSED && ++d->pred_fails < FAILS_TO_DROP) {
+            d->t_check = d->now; /* ask again at once */
+            free(asked);
+            return;
+        }
+        d->pred_fails = 0;
         log_info("core", d->tag, "predecessor %s not answering; forgetting it",
                  asked->addr);
+        /* preds[] is kept: until a new predecessor notifies us we own
+         * (preds[1], self], the dead one's range, whose replicas we hold. */
         d->has_pred = false;
-        d->npreds = 0;
+        d->fresh_until = d->now + 3 * (uint64_t)d->cfg.maintain_ms;
+        remember_lost(d, asked);
         forget_node(d, asked->addr);
         free(asked);
         return;
     }
     const Chord__Pong *p = rep->pong;
+    d->pred_fails = 0;
     int k = 1;
     d->preds[0] = d->pred;
     for (size_t i = 0; i < p->n_preds && k < MAX_PREDS &&
@@ -1329,7 +1395,7 @@ static void fix_fingers(struct dht *d)
 
     dht_id_add_pow2(&d->self.id, i, &start);
     d->fixing = true;
-    lookup_start(d, &start, d->now + (uint64_t)d->cfg.op_timeout_ms, false,
+    lookup_start(d, &start, d->now + (uint64_t)d->cfg.op_timeout_ms, NULL,
                  fix_done, (void *)(intptr_t)i);
 }
 
@@ -1632,7 +1698,7 @@ static void op_attempt(struct dht *d, struct op *op)
         op_retry(d, op, -EAGAIN);
         return;
     }
-    lookup_start(d, &op->kid, op->deadline, false, op_lookup_done, op_ref(op));
+    lookup_start(d, &op->kid, op->deadline, NULL, op_lookup_done, op_ref(op));
 }
 
 int dht_core_op(struct dht *d, const struct dht_op *o, uint64_t now_ms,
@@ -1911,7 +1977,13 @@ static void kv_fetched(struct dht *d, void *ctx, const Chord__Envelope *rep,
 
 static bool owns(const struct dht *d, const struct dht_id *kid)
 {
-    if (!d->has_pred || is_self(d, &d->pred))
+    if (!d->has_pred) {
+        /* Predecessor lost: we inherit its range, not the whole ring. */
+        if (d->npreds >= 2 && !is_self(d, &d->preds[1]))
+            return dht_id_in_oc(kid, &d->preds[1].id, &d->self.id);
+        return true;
+    }
+    if (is_self(d, &d->pred))
         return true;
     return dht_id_in_oc(kid, &d->pred.id, &d->self.id);
 }
@@ -2190,7 +2262,7 @@ static bool responsible(const struct dht *d, const struct dht_id *kid)
 {
     int r = d->cfg.replicas;
 
-    if (d->npreds < r)
+    if (!d->has_pred || d->npreds < r)
         return true; /* ring too small (or list not learned): keep all */
     return dht_id_in_oc(kid, &d->preds[r - 1].id, &d->self.id);
 }
@@ -2236,10 +2308,78 @@ static void stray_found(struct dht *d, void *ctx, int err,
     wire_record_free(rec);
 }
 
+/* Partition healing. A peer we lost may be alive again in a ring of its
+ * own (the other side of a partition). We look ourselves up through it: if
+ * its ring has a peer between us and our successor, we adopt that peer as
+ * a joining peer would, and stabilization carries the merge around both
+ * rings (each adoption inserts peers into (self, successor), never loops). */
+static void merge_adopted(struct dht *d, void *ctx, const Chord__Envelope *rep,
+                          int err)
+{
+    struct dht_node *s = ctx;
+
+    if (!err && rep && rep->body_case == CHORD__ENVELOPE__BODY_STATE_REPLY &&
+        d->state == ST_JOINED &&
+        (alone(d) || dht_id_in_oo(&s->id, &d->self.id, &d->succ[0].id))) {
+        log_info("core", d->tag, "merging with the ring of %s", s->addr);
+        set_succs(d, s, rep->state_reply->succs, rep->state_reply->n_succs);
+        send_notify(d, s);
+    }
+    free(s);
+}
+
+static void merge_found(struct dht *d, void *ctx, int err,
+                        const struct dht_node *s, int hops)
+{
+    char *via = ctx;
+
+    (void)hops;
+    if (!err)
+        forget_lost(d, via); /* it answered: alive, stop probing */
+    if (!err && d->state == ST_JOINED && !is_self(d, s) &&
+        (alone(d) || dht_id_in_oo(&s->id, &d->self.id, &d->succ[0].id))) {
+        struct dht_node *c = xmalloc(sizeof *c);
+        *c = *s;
+        Chord__Envelope env = CHORD__ENVELOPE__INIT;
+        Chord__GetState gs = CHORD__GET_STATE__INIT;
+        env.body_case = CHORD__ENVELOPE__BODY_GET_STATE;
+        env.get_state = &gs;
+        rpc_call(d, c->addr, &env, merge_adopted, c);
+    }
+    free(via);
+}
+
+static void probe_lost(struct dht *d)
+{
+    while (d->nlost) {
+        int i = d->lost_next++ % d->nlost;
+        if (d->now - d->lost[i].when > LOST_FORGET_MS) {
+            d->lost[i] = d->lost[--d->nlost];
+            continue;
+        }
+        bool known = false; /* back in our successor list: nothing to do */
+        for (int k = 0; k < d->nsucc; k++)
+            if (strcmp(d->succ[k].addr, d->lost[i].n.addr) == 0)
+                known = true;
+        if (known) {
+            d->lost[i] = d->lost[--d->nlost];
+            continue;
+        }
+        lookup_start(d, &d->self.id, d->now + (uint64_t)d->cfg.rpc_timeout_ms,
+                     d->lost[i].n.addr, merge_found,
+                     xstrdup(d->lost[i].n.addr));
+        return;
+    }
+}
+
 static void maintain(struct dht *d)
 {
-    if (d->maintaining > 0 || alone(d))
+    if (d->maintaining > 0)
         return;
+    if (alone(d)) {
+        probe_lost(d);
+        return;
+    }
     if (d->has_pred && !is_self(d, &d->pred)) {
         const struct dht_node *targets[MAX_SUCC];
         int n = replica_targets(d, targets);
@@ -2250,7 +2390,8 @@ static void maintain(struct dht *d)
             sync_with(d, targets[i], &kl);
         keylist_free(&kl);
     }
-    if (d->npreds >= d->cfg.replicas) {
+    probe_lost(d);
+    if (d->has_pred && d->npreds >= d->cfg.replicas) {
         struct keylist kl = {.max = STRAY_PER_PASS};
         /* (self, R-th pred] is everything we are not responsible for. */
         dht_store_range(d->store, &d->self.id,
@@ -2266,7 +2407,7 @@ static void maintain(struct dht *d)
             }
             d->maintaining++;
             lookup_start(d, &st->kid,
-                         d->now + (uint64_t)d->cfg.op_timeout_ms, false,
+                         d->now + (uint64_t)d->cfg.op_timeout_ms, NULL,
                          stray_found, st);
         }
         keylist_free(&kl);
@@ -2316,7 +2457,8 @@ static void join_found(struct dht *d, void *ctx, int err,
 static void join_try(struct dht *d)
 {
     d->t_join = 0;
-    lookup_start(d, &d->self.id, d->join_deadline, true, join_found, NULL);
+    lookup_start(d, &d->self.id, d->join_deadline, d->bootstrap, join_found,
+                 NULL);
 }
 
 int dht_core_join(struct dht *d, const char *bootstrap, uint64_t now_ms,
@@ -2491,6 +2633,7 @@ struct client_ctx {
     struct dht *d;
     uint64_t conn, req_id;
     bool info;
+    char *key; /* net engineer: the op's key, for the reply's Record */
 };
 
 static void client_done(void *arg, const struct dht_result *res)
@@ -2518,7 +2661,9 @@ static void client_done(void *arg, const struct dht_result *res)
     ProtobufCBinaryData *mem = NULL;
 
     rec.version = res->version;
-    rec.key = (char *)"";
+    /* net engineer: wire_decode refuses a Record with an empty key, so
+     * chordctl saw every ClientOpReply as malformed; echo the op's key. */
+    rec.key = cc->key && cc->key[0] ? cc->key : (char *)"?";
     if (res->value) {
         rec.value.data = (uint8_t *)res->value;
         rec.value.len = res->len;
@@ -2550,6 +2695,7 @@ static void client_done(void *arg, const struct dht_result *res)
     env.client_op_reply = &cr;
     reply_env(d, cc->conn, cc->req_id, &env);
     free(mem);
+    free(cc->key);
     free(cc);
 }
 
@@ -2597,8 +2743,10 @@ static void handle_client_op(struct dht *d, uint64_t conn, uint64_t req_id,
     cc->d = d;
     cc->conn = conn;
     cc->req_id = req_id;
+    cc->key = xstrdup(kr->key ? kr->key : "");
     rc = dht_core_op(d, &o, d->now, client_done, cc);
     if (rc < 0) {
+        free(cc->key);
         free(cc);
         reply_status(d, conn, req_id, wire_errno_to_status(rc),
                      strerror(-rc));
