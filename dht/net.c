@@ -995,8 +995,12 @@ static void join_done(void *arg, int err, const char *msg)
     } else {
         r->err = err;
         if (err != 0) {
-            snprintf(buf, sizeof buf, "cannot join through %s: %s", r->what,
-                     msg && msg[0] ? msg : strerror(-err));
+            /* The core's message names the bootstrap already. */
+            if (msg && msg[0])
+                snprintf(buf, sizeof buf, "%s", msg);
+            else
+                snprintf(buf, sizeof buf, "cannot join through %s: %s", r->what,
+                         strerror(-err));
             r->text = xstrdup(buf);
         }
     }
@@ -1455,8 +1459,8 @@ int dht_peer_start(const struct dht_peer_opts *opts, struct dht_peer **out,
         goto err;
     }
     p->thread_started = true;
-    log_info("net", p->node_tag, "listening on %s, advertising %s",
-             opts->listen, p->addr);
+    log_info("net", p->node_tag, "listening on %s (port %d), advertising %s",
+             opts->listen[0] ? opts->listen : "0.0.0.0:0", port, p->addr);
 
     r = req_new(p, REQ_START, true);
     r->what = xstrdup(opts->bootstrap);
@@ -1475,10 +1479,10 @@ int dht_peer_start(const struct dht_peer_opts *opts, struct dht_peer **out,
     }
     req_unref(r);
     if (opts->bootstrap[0])
-        log_info("net", p->node_tag, "joined the ring through %s as %s",
-                 opts->bootstrap, p->addr);
+        log_debug("net", p->node_tag, "joined the ring through %s as %s",
+                  opts->bootstrap, p->addr);
     else
-        log_info("net", p->node_tag, "created a new ring as %s", p->addr);
+        log_debug("net", p->node_tag, "created a new ring as %s", p->addr);
     *out = p;
     return 0;
 
