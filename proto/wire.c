@@ -23,7 +23,9 @@
  *  - keys are non-empty and shorter than WIRE_KEY_MAX; any byte but NUL is
  *    allowed because keys carry paths (protobuf-c strings cannot carry NUL);
  *  - lists and batches are bounded (WIRE_LIST_MAX, WIRE_BATCH_MAX,
- *    WIRE_MEMBERS_MAX) and every enum is one of its defined values;
+ *    WIRE_MEMBERS_MAX), and so is the sum of all of them in one message
+ *    (WIRE_ELEMS_MAX), counted before anything is allocated (see scan());
+ *  - every enum is one of its defined values;
  *  - the Envelope's body matches its direction: request-only bodies never
  *    come with reply set, reply-only bodies always do, Hello goes both ways,
  *    and only a reply with a non-OK status may come without a body.
@@ -47,6 +49,8 @@
 #define WIRE_XATTR_VAL_MAX  65536 /* bytes, inclusive (XATTR_SIZE_MAX) */
 #define WIRE_NAME_MAX       255   /* DirEntry.name bytes, inclusive */
 #define WIRE_SHA1_LEN       20    /* Chunk.sha1 */
+/* Elements of all repeated fields of one message together (see scan()). */
+#define WIRE_ELEMS_MAX (4 * WIRE_MEMBERS_MAX)
 /* A reader whose buffer grew past this frees it once it drains, so one big
  * frame does not pin 16 MiB per connection for the connection's life. */
 #define WIRE_READER_KEEP (64u << 10)
@@ -370,6 +374,46 @@ static bool body_ok(const Chord__Envelope *e, enum body_dir *dir)
     return false;
 }
 
+/* Records and their members, as scan() counts them. */
+static size_t records_elems(Chord__Record *const *v, size_t n)
+{
+    size_t t = n;
+
+    for (size_t i = 0; i < n; i++)
+        t += v[i]->n_members;
+    return t;
+}
+
+/* Elements of every repeated field of a valid body, as scan() counts them,
+ * so that envelopes built locally meet the same WIRE_ELEMS_MAX. */
+static size_t body_elems(const Chord__Envelope *e)
+{
+    switch (e->body_case) {
+    case CHORD__ENVELOPE__BODY_STATE_REPLY:
+        return e->state_reply->n_succs + e->state_reply->n_preds;
+    case CHORD__ENVELOPE__BODY_PONG:
+        return e->pong->n_preds;
+    case CHORD__ENVELOPE__BODY_LEAVE:
+        return e->leave->n_succs;
+    case CHORD__ENVELOPE__BODY_KV_REPLY:
+        return e->kv_reply->record ? e->kv_reply->record->n_members : 0;
+    case CHORD__ENVELOPE__BODY_REPLICATE:
+        return records_elems(e->replicate->records, e->replicate->n_records);
+    case CHORD__ENVELOPE__BODY_SYNC_DIGEST:
+        return e->sync_digest->n_entries;
+    case CHORD__ENVELOPE__BODY_SYNC_REPLY:
+        return e->sync_reply->n_want +
+               records_elems(e->sync_reply->records, e->sync_reply->n_records);
+    case CHORD__ENVELOPE__BODY_CLIENT_OP_REPLY:
+        return e->client_op_reply->n_replicas +
+               (e->client_op_reply->record
+                    ? e->client_op_reply->record->n_members
+                    : 0);
+    default:
+        return 0;
+    }
+}
+
 int wire_msg_check(const Chord__Envelope *env)
 {
     enum body_dir dir;
@@ -383,6 +427,8 @@ int wire_msg_check(const Chord__Envelope *env)
     if (!body_ok(env, &dir))
         return -EBADMSG;
     if ((dir == DIR_REQUEST && env->reply) || (dir == DIR_REPLY && !env->reply))
+        return -EBADMSG;
+    if (body_elems(env) > WIRE_ELEMS_MAX)
         return -EBADMSG;
     return 0;
 }
@@ -449,42 +495,95 @@ int wire_encode(const Chord__Envelope *env, uint8_t **frame_out,
 }
 
 /*
- * protobuf-c accepts a field number 0 when its tag is spelled as a
- * multi-byte varint (0x80 0x00), keeps it as an unknown field, packs it back
- * as the single byte 0x00, and then refuses what it packed: a message that
- * does not survive its own round trip (found by fuzz_wire). Field number 0
- * is not valid protobuf, so it is refused anywhere in the message tree.
- * Unknown fields with valid numbers are kept: a newer peer may send them.
+ * Counting before unpacking.  protobuf-c allocates as it parses: a 16 MiB
+ * frame of two-byte empty sub-messages would become eight million structs
+ * (about 45 bytes of heap per byte of input) before any validation could
+ * refuse the list as too long.  So the bytes are first walked with the
+ * message descriptors, allocating nothing, and refused when any repeated
+ * field of any message in the tree holds more elements than it may
+ * (Record.members WIRE_MEMBERS_MAX, any other list WIRE_BATCH_MAX; the exact
+ * bounds are checked after unpacking), or the whole tree more than
+ * WIRE_ELEMS_MAX.  That bounds the heap a decode can take to about
+ * WIRE_ELEMS_MAX * 50 bytes.
+ *
+ * The walk also refuses field number 0 anywhere protobuf-c would parse.
+ * protobuf-c accepts it when the tag is spelled as a multi-byte varint
+ * (0x80 0x00), keeps it as an unknown field, packs it back as the single
+ * byte 0x00, and then refuses what it packed: a message that does not
+ * survive its own round trip (found by fuzz_wire).  Unknown fields with
+ * valid numbers are kept: a newer peer may send them.
  */
-static bool unknown_fields_ok(const ProtobufCMessage *m)
+#define WIRE_SCAN_FIELDS 32 /* most fields in any message (Envelope: 25) */
+#define WIRE_SCAN_DEPTH  8  /* our schema nests 3 deep */
+
+/* Read a varint at *p (at most 10 bytes, not past end); false if bad. */
+static bool scan_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    const char *base = (const char *)m;
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
 
-    for (unsigned i = 0; i < m->n_unknown_fields; i++)
-        if (m->unknown_fields[i].tag == 0)
+static size_t scan_limit(const ProtobufCFieldDescriptor *f)
+{
+    return f->type == PROTOBUF_C_TYPE_BYTES ? WIRE_MEMBERS_MAX : WIRE_BATCH_MAX;
+}
+
+static bool scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                 size_t len, int depth, size_t *total)
+{
+    const uint8_t *end = p + len;
+    size_t counts[WIRE_SCAN_FIELDS] = {0};
+
+    if (depth > WIRE_SCAN_DEPTH || d->n_fields > WIRE_SCAN_FIELDS)
+        return false;
+    while (p < end) {
+        const ProtobufCFieldDescriptor *f;
+        uint64_t tag, v;
+        const uint8_t *sub = NULL;
+
+        if (!scan_varint(&p, end, &tag) || (tag >> 3) == 0 ||
+            (tag >> 3) > 0x1fffffff)
             return false;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        const ProtobufCMessage *sub;
-
-        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)(base + f->quantifier_offset);
-            ProtobufCMessage *const *v =
-                *(ProtobufCMessage *const *const *)(base + f->offset);
-            for (size_t j = 0; j < n; j++)
-                if (v[j] && !unknown_fields_ok(v[j]))
-                    return false;
-            continue;
+        switch (tag & 7) {
+        case PROTOBUF_C_WIRE_TYPE_VARINT:
+            if (!scan_varint(&p, end, &v))
+                return false;
+            break;
+        case PROTOBUF_C_WIRE_TYPE_64BIT:
+            if ((size_t)(end - p) < 8)
+                return false;
+            p += 8;
+            break;
+        case PROTOBUF_C_WIRE_TYPE_32BIT:
+            if ((size_t)(end - p) < 4)
+                return false;
+            p += 4;
+            break;
+        case PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED:
+            if (!scan_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            sub = p;
+            p += v;
+            break;
+        default: /* groups (not proto3) and invalid wire types */
+            return false;
         }
-        /* Members of a oneof share one slot: only the set one is valid. */
-        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-            *(const uint32_t *)(base + f->quantifier_offset) != f->id)
-            continue;
-        sub = *(ProtobufCMessage *const *)(base + f->offset);
-        if (sub && !unknown_fields_ok(sub))
+        f = protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+        if (!f)
+            continue; /* unknown: kept as raw bytes, never parsed */
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t i = (size_t)(f - d->fields);
+            if (++counts[i] > scan_limit(f) || ++*total > WIRE_ELEMS_MAX)
+                return false;
+        }
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE && sub &&
+            !scan(f->descriptor, sub, (size_t)(p - sub), depth + 1, total))
             return false;
     }
     return true;
@@ -496,16 +595,13 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d,
                                 const uint8_t *buf, size_t len)
 {
     static const uint8_t empty[1];
-    ProtobufCMessage *m;
+    size_t total = 0;
 
     if (!buf && len)
         return NULL;
-    m = protobuf_c_message_unpack(d, NULL, len, buf ? buf : empty);
-    if (m && !unknown_fields_ok(m)) {
-        protobuf_c_message_free_unpacked(m, NULL);
+    if (!scan(d, buf ? buf : empty, len, 0, &total))
         return NULL;
-    }
-    return m;
+    return protobuf_c_message_unpack(d, NULL, len, buf ? buf : empty);
 }
 
 int wire_decode(const uint8_t *payload, size_t len, Chord__Envelope **env_out)

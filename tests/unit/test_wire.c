@@ -1117,6 +1117,30 @@ static void test_members_bounded(void)
     free(m);
 }
 
+/*
+ * Elements are counted across the whole message before anything is
+ * allocated: five records of a million (empty) members each are within
+ * every per-list bound but over the total, which protobuf-c alone would
+ * have turned into five million allocations.
+ */
+static void test_total_elements_bounded(void)
+{
+    ProtobufCBinaryData *m = wire_xcalloc(WIRE_MEMBERS_MAX, sizeof(*m));
+    Chord__Record *recs[5];
+    struct fx f;
+
+    fx_init(&f);
+    f.rec[1].members = m;
+    f.rec[1].n_members = WIRE_MEMBERS_MAX;
+    CHECK_EQ(wire_record_check(&f.rec[1]), 0);
+    for (int i = 0; i < 5; i++)
+        recs[i] = &f.rec[1];
+    f.repl.records = recs;
+    f.repl.n_records = 5;
+    CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_REPLICATE)), -EBADMSG);
+    free(m);
+}
+
 /* ----------------------------------------------------- validation: enums */
 
 static void test_enums_closed(void)
@@ -1769,6 +1793,7 @@ int main(void)
     RUN(test_keys);
     RUN(test_batches_bounded);
     RUN(test_members_bounded);
+    RUN(test_total_elements_bounded);
     RUN(test_enums_closed);
     RUN(test_texts_bounded);
     RUN(test_envelope_body_required);
