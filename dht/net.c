@@ -167,6 +167,7 @@ struct dht_peer {
     pthread_cond_t cond; /* stop_requested changes */
     struct net_req *queue, *queue_tail;
     bool accepting; /* the loop takes requests */
+    int callers;    /* blocking callers inside the client API */
     bool stop_requested;
     atomic_bool quit; /* the loop exits */
 };
@@ -905,6 +906,30 @@ static void req_unref(struct net_req *r)
         req_free(r);
 }
 
+static void caller_leave_locked(struct dht_peer *p)
+{
+    if (--p->callers == 0)
+        pthread_cond_broadcast(&p->cond);
+}
+
+/*
+ * Caller side: drop the blocking caller's reference and leave the API. p is
+ * not touched after the unlock: dht_peer_stop() may free it as soon as the
+ * last caller has left.
+ */
+static void req_release(struct net_req *r)
+{
+    struct dht_peer *p = r->p;
+    bool last;
+
+    pthread_mutex_lock(&p->lock);
+    last = --r->refs == 0;
+    caller_leave_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    if (last)
+        req_free(r);
+}
+
 /* Loop side: the result fields are filled; wake the waiter, drop our ref. */
 static void req_complete(struct net_req *r)
 {
@@ -1228,8 +1253,14 @@ static int submit_wait(struct dht_peer *p, struct net_req *r, int timeout_ms)
         req_free(r);
         return -EDEADLK;
     }
+    pthread_mutex_lock(&p->lock);
+    p->callers++;
+    pthread_mutex_unlock(&p->lock);
     rc = submit(p, r);
     if (rc < 0) {
+        pthread_mutex_lock(&p->lock);
+        caller_leave_locked(p);
+        pthread_mutex_unlock(&p->lock);
         req_free(r);
         return rc;
     }
@@ -1247,7 +1278,7 @@ static int submit_wait(struct dht_peer *p, struct net_req *r, int timeout_ms)
     rc = r->done ? 0 : -ETIMEDOUT;
     pthread_mutex_unlock(&p->lock);
     if (rc < 0)
-        req_unref(r);
+        req_release(r);
     return rc;
 }
 
@@ -1320,6 +1351,18 @@ static void peer_free(struct dht_peer *p)
         dht_core_free(p->core);
     p->core = NULL;
     fail_pending(p);
+    /* Callers woken by fail_pending() still hold p->lock briefly: let them
+     * leave before the lock goes away (bounded, in case one is stuck). */
+    {
+        struct timespec ts;
+        int rc = 0;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 5;
+        pthread_mutex_lock(&p->lock);
+        while (p->callers > 0 && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+        pthread_mutex_unlock(&p->lock);
+    }
     if (p->listen_fd >= 0)
         close(p->listen_fd);
     if (p->evfd >= 0)
@@ -1474,10 +1517,10 @@ int dht_peer_start(const struct dht_peer_opts *opts, struct dht_peer **out,
     if (rc < 0) {
         snprintf(msg, sizeof msg, "%s",
                  r->text ? r->text : "cannot join the ring");
-        req_unref(r);
+        req_release(r);
         goto err;
     }
-    req_unref(r);
+    req_release(r);
     if (opts->bootstrap[0])
         log_debug("net", p->node_tag, "joined the ring through %s as %s",
                   opts->bootstrap, p->addr);
@@ -1513,7 +1556,7 @@ void dht_peer_stop(struct dht_peer *p, bool leave)
                          strerror(-r->err));
             else
                 log_info("net", p->node_tag, "left the ring");
-            req_unref(r);
+            req_release(r);
         }
     }
     stop_thread(p);
@@ -1632,7 +1675,7 @@ int dht_get(struct dht_peer *p, const char *key, void **val_out,
         if (version_out)
             *version_out = r->version;
     }
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
@@ -1652,7 +1695,7 @@ int dht_put(struct dht_peer *p, const char *key, const void *val, size_t len,
     rc = r->err;
     if (version_out)
         *version_out = r->version;
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
@@ -1666,7 +1709,7 @@ int dht_delete(struct dht_peer *p, const char *key, uint64_t expected)
     if (rc < 0)
         return rc;
     rc = r->err;
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
@@ -1684,7 +1727,7 @@ static int set_op(struct dht_peer *p, enum dht_op_kind kind, const char *key,
     if (rc < 0)
         return rc;
     rc = r->err;
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
@@ -1717,7 +1760,7 @@ int dht_members(struct dht_peer *p, const char *key,
         if (version_out)
             *version_out = r->version;
     }
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
@@ -1751,7 +1794,7 @@ int dht_lookup(struct dht_peer *p, const char *key, struct dht_node *primary,
         if (n_replicas_out)
             *n_replicas_out = n;
     }
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
@@ -1777,7 +1820,7 @@ int dht_info(struct dht_peer *p, const char *what, char **text_out)
         *text_out = r->text ? r->text : xstrdup("");
         r->text = NULL;
     }
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
@@ -1793,7 +1836,7 @@ int dht_usage(struct dht_peer *p, uint64_t *bytes_out, uint64_t *keys_out)
         *bytes_out = r->bytes;
     if (keys_out)
         *keys_out = r->keys;
-    req_unref(r);
+    req_release(r);
     return rc;
 }
 
