@@ -397,6 +397,8 @@ static void test_net_client_hello_of_other_network_is_refused(void)
 struct async_wait {
     sem_t sem;
     int err;
+    int nested; /* a blocking call made from the callback */
+    struct dht_peer *p;
     size_t len;
     char val[64];
 };
@@ -409,6 +411,11 @@ static void async_done(void *arg, const struct dht_result *res)
     w->len = res->len < sizeof w->val ? res->len : sizeof w->val;
     if (res->value)
         memcpy(w->val, res->value, w->len);
+    /* Blocking calls on the loop thread would deadlock: refused at once. */
+    void *v = NULL;
+    size_t l;
+    w->nested = dht_get(w->p, "unit:key-3", &v, &l, NULL);
+    free(v);
     sem_post(&w->sem);
 }
 
@@ -424,12 +431,14 @@ static void test_net_async_op_calls_back(void)
     }
     memset(&w, 0, sizeof w);
     sem_init(&w.sem, 0, 0);
+    w.p = peers[2];
     CHECK_EQ(dht_op_async(peers[2], &op, async_done, &w), 0);
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 10;
     CHECK_EQ(sem_timedwait(&w.sem, &ts), 0);
     CHECK_EQ(w.err, 0);
     CHECK(w.len == strlen("value 21") && memcmp(w.val, "value 21", w.len) == 0);
+    CHECK_EQ(w.nested, -EDEADLK);
     sem_destroy(&w.sem);
 }
 
@@ -458,6 +467,52 @@ static void test_net_stop_with_leave_hands_keys_on(void)
     CHECK_EQ(bad, 0);
 }
 
+/* With its only other peer gone without a word, a peer's blocking calls
+ * still come back within the operation timeout (+ the driver's grace). */
+static void test_net_calls_are_bounded_when_peers_vanish(void)
+{
+    struct dht_peer *a = NULL, *b = NULL;
+    struct dht_peer_opts o;
+    char key[32], *msg = NULL;
+    int rc, slow = 0;
+
+    memset(&o, 0, sizeof o);
+    fast_config(&o.cfg, "bounded");
+    o.cfg.replicas = 1;
+    o.cfg.op_timeout_ms = 2000;
+    snprintf(o.listen, sizeof o.listen, "127.0.0.1:0");
+    CHECK_EQ(dht_peer_start(&o, &a, &msg), 0);
+    if (!a)
+        return;
+    snprintf(o.bootstrap, sizeof o.bootstrap, "%s", dht_peer_addr(a));
+    CHECK_EQ(dht_peer_start(&o, &b, &msg), 0);
+    free(msg);
+    if (!b) {
+        dht_peer_stop(a, false);
+        return;
+    }
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "bounded:%d", i);
+        dht_put(a, key, "x", 1, DHT_ANY_VERSION, NULL);
+    }
+    dht_peer_stop(b, false); /* no leave: a crash as far as a can tell */
+    for (int i = 0; i < 20; i++) {
+        void *v = NULL;
+        size_t len;
+        uint64_t t0 = now_ms();
+        snprintf(key, sizeof key, "bounded:%d", i);
+        rc = dht_get(a, key, &v, &len, NULL);
+        free(v);
+        if (now_ms() - t0 > 2000 + 1000) {
+            printf("# get %s took %llu ms (rc %d)\n", key,
+                   (unsigned long long)(now_ms() - t0), rc);
+            slow++;
+        }
+    }
+    CHECK_EQ(slow, 0);
+    dht_peer_stop(a, false);
+}
+
 int main(void)
 {
     if (getenv("TEST_NET_DEBUG"))
@@ -471,6 +526,7 @@ int main(void)
     RUN(test_net_garbage_keeps_the_peer_serving);
     RUN(test_net_async_op_calls_back);
     RUN(test_net_stop_with_leave_hands_keys_on);
+    RUN(test_net_calls_are_bounded_when_peers_vanish);
     for (int i = NPEERS - 1; i >= 0; i--)
         if (peers[i])
             dht_peer_stop(peers[i], false);
