@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ struct options {
 static const char *prog = "chordfs";
 static int ready_fd = -1; /* write end of the start-up pipe, or -1 */
 static volatile sig_atomic_t got_signal;
+static atomic_bool serving_done; /* fs_serve() has returned */
 
 static void usage(FILE *f)
 {
@@ -435,6 +437,27 @@ static char *absolute(const char *path)
     return out;
 }
 
+/*
+ * With a mount, a `chordctl leave` stops the peer underneath it: end the
+ * mount the way an operator would, with SIGTERM to ourselves (fs_serve()
+ * handles it). This thread keeps SIGTERM blocked, so it lands on another.
+ */
+static void *leave_watcher(void *arg)
+{
+    struct dht_peer *p = arg;
+
+    while (!atomic_load(&serving_done)) {
+        if (dht_peer_wait(p, 200) == 0) {
+            if (!atomic_load(&serving_done)) {
+                log_info("main", NULL, "asked to leave: unmounting");
+                kill(getpid(), SIGTERM);
+            }
+            break;
+        }
+    }
+    return NULL;
+}
+
 static void on_signal(int sig)
 {
     got_signal = sig;
@@ -656,14 +679,14 @@ int main(int argc, char **argv)
     log_info("main", NULL, "peer %s up (network %s, data in %s)",
              dht_peer_addr(peer), o.network, abs_data);
 
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-
     if (o.peer_only) {
+        /* Only here: libfuse installs its handlers only over SIG_DFL. */
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGHUP, &sa, NULL);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         report_ready(NULL);
         while (!got_signal && dht_peer_wait(peer, 200) == -ETIMEDOUT)
@@ -693,9 +716,15 @@ int main(int argc, char **argv)
         if (o.debug)
             fargv[fargc++] = (char *)"-d";
         fargv[fargc] = NULL;
+        pthread_t watcher;
+        bool watching =
+            pthread_create(&watcher, NULL, leave_watcher, peer) == 0;
         /* libfuse installs its own handlers on this thread. */
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         rc = fs_serve(peer, &fc, abs_mnt, fargc, fargv, report_ready, NULL);
+        atomic_store(&serving_done, true);
+        if (watching)
+            pthread_join(watcher, NULL);
         if (rc < 0) {
             report_error("cannot mount %s: %s", abs_mnt, strerror(-rc));
             rc = 1;
