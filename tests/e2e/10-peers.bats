@@ -6,7 +6,9 @@
 # its keys again (replicas 1, so they can only come from its own store); a
 # graceful `chordctl leave` hands its keys on (replicas 1, so without the
 # hand-off they would be gone); a daemonized chordfs returns only once it is
-# ready; a peer or client of another network name is refused with a clear
+# ready (with a mount: once the mount is live), and a mounted peer asked to
+# leave unmounts and exits; a peer or client of another network name is
+# refused with a clear
 # message and a non-zero exit; wrong chordctl usage exits non-zero.
 
 load helpers
@@ -154,6 +156,27 @@ pid_on_port() {
     wait_until 60 ring_is p0 2
     "$BIN/chordctl" --peer "127.0.0.1:$port" leave
     wait_until 30 bash -c "! kill -0 $pid"
+}
+
+@test "a daemonized mount is live on return; chordctl leave unmounts it" {
+    start_peer p0
+    port=$(free_port)
+    mnt=$STATE/mnt
+    mkdir -p "$STATE/m.data" "$mnt"
+    echo "$mnt" >>"$STATE/mounts"
+    run "$BIN/chordfs" --listen "127.0.0.1:$port" --data-dir "$STATE/m.data" \
+        --bootstrap "$(peer_addr p0)" --log "$STATE/m.log" "$mnt"
+    pid=$(pid_on_port "$port")
+    [ -n "$pid" ] && echo "$pid" >>"$STATE/pids"
+    assert_success
+    # No waiting: the mount is there when chordfs returns.
+    mountpoint -q "$mnt"
+    echo "through the mount" >"$mnt/file"
+    [ "$(cat "$mnt/file")" = "through the mount" ]
+    "$BIN/chordctl" --peer "127.0.0.1:$port" leave
+    wait_until 30 bash -c "! kill -0 $pid"
+    run mountpoint -q "$mnt"
+    assert_failure
 }
 
 @test "a peer of another network is refused with a clear message" {
