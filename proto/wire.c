@@ -25,10 +25,18 @@
  *  - lists and batches are bounded (WIRE_LIST_MAX, WIRE_BATCH_MAX,
  *    WIRE_MEMBERS_MAX), and so is the sum of all of them in one message
  *    (WIRE_ELEMS_MAX), counted before anything is allocated (see scan());
- *  - every enum is one of its defined values;
+ *  - every enum is one of its defined values, and field number 0 (which
+ *    protobuf-c lets through) is refused (see scan());
+ *  - a Hello's id is empty only from a client, else WIRE_ID_LEN bytes; its
+ *    addr, when not empty, is an address as above;
  *  - the Envelope's body matches its direction: request-only bodies never
  *    come with reply set, reply-only bodies always do, Hello goes both ways,
- *    and only a reply with a non-OK status may come without a body.
+ *    and only a reply with a non-OK status may come without a body;
+ *  - stored values: an Inode's target is shorter than 4096 bytes, its uuid
+ *    empty or 16 bytes, its xattrs at most 1024 with names of 1..255 bytes
+ *    and values of at most 64 KiB; a DirEntry's name is 1..255 bytes
+ *    without '/'; a Chunk's sha1 is empty or 20 bytes, its data at most
+ *    WIRE_MAX_FRAME.
  *
  * Nothing here keeps state between calls, so every function is safe to call
  * from any thread.
