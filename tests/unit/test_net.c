@@ -226,6 +226,23 @@ static int connect_to(const char *addr)
     return fd;
 }
 
+/* Like connect_to(), with a 64 KiB receive buffer fixed before connecting. */
+static int connect_small(const char *addr)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    const char *colon = strrchr(addr, ':');
+    int fd = socket(AF_INET, SOCK_STREAM, 0), sz = 65536;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    sin.sin_port = htons((uint16_t)atoi(colon + 1));
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* True if the peer closes fd within ms (reads until EOF). */
 static bool closed_within(int fd, int ms)
 {
@@ -394,6 +411,91 @@ static void test_net_client_hello_of_other_network_is_refused(void)
     close(fd);
 }
 
+/*
+ * A client that sends requests but never reads the replies: once more than
+ * the per-connection bound (64 MiB) is queued for it, the peer closes that
+ * connection instead of buffering without limit, and keeps serving.
+ */
+static void test_net_unread_replies_are_bounded(void)
+{
+    Chord__Envelope env;
+    Chord__Hello h;
+    Chord__InfoRequest ir;
+    uint8_t *frame, buf[65536];
+    size_t flen;
+    int fd, replies = 0, sent = 0;
+    size_t total_bytes = 0;
+    struct wire_reader rd;
+    bool eof = false;
+
+    if (!peers[0] || !peers[2]) {
+        CHECK(!"ring not up");
+        return;
+    }
+    /* A small receive buffer keeps the kernel from absorbing the flood. */
+    fd = connect_small(dht_peer_addr(peers[0]));
+    CHECK(fd >= 0);
+    chord__envelope__init(&env);
+    chord__hello__init(&h);
+    h.version = WIRE_PROTOCOL_VERSION;
+    h.network = (char *)"";
+    h.client = true;
+    env.req_id = 1;
+    env.body_case = CHORD__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    CHECK_EQ(wire_encode(&env, &frame, &flen), 0);
+    CHECK(write(fd, frame, flen) == (ssize_t)flen);
+    free(frame);
+
+    /* "fingers" is about 16 KiB of text: 6000 of them are ~96 MiB. */
+    chord__envelope__init(&env);
+    chord__info_request__init(&ir);
+    ir.what = (char *)"fingers";
+    env.body_case = CHORD__ENVELOPE__BODY_INFO_REQUEST;
+    env.info_request = &ir;
+    for (int i = 0; i < 6000; i++) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        env.req_id = 100 + (uint64_t)i;
+        CHECK_EQ(wire_encode(&env, &frame, &flen), 0);
+        /* Once the peer stops reading us (it is closing), stop too. */
+        if (poll(&pfd, 1, 2000) <= 0 ||
+            send(fd, frame, flen, MSG_NOSIGNAL) != (ssize_t)flen) {
+            free(frame);
+            break;
+        }
+        free(frame);
+        sent++;
+    }
+    /* Give the peer time to answer everything into its queue (it answers
+     * faster than 64 MiB/s), then read: fewer replies than requests, then
+     * the end. Reading at once would drain the queue as it fills. */
+    sleep_ms(3000);
+    wire_reader_init(&rd);
+    uint64_t deadline = now_ms() + 20000;
+    while (!eof && now_ms() < deadline) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        const uint8_t *pl;
+        size_t len;
+        if (poll(&pfd, 1, 200) <= 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) {
+            eof = true;
+            break;
+        }
+        wire_reader_feed(&rd, buf, (size_t)n);
+        while (wire_reader_next(&rd, &pl, &len) == 1)
+            replies++, total_bytes += len;
+    }
+    wire_reader_fini(&rd);
+    close(fd);
+    printf("# sent %d requests, got %d replies (%zu bytes) before the close\n",
+           sent, replies, total_bytes);
+    CHECK(eof);
+    CHECK(replies < 6000);
+    CHECK(still_serves());
+}
+
 struct async_wait {
     sem_t sem;
     int err;
@@ -524,6 +626,7 @@ int main(void)
     RUN(test_net_other_network_is_refused);
     RUN(test_net_client_hello_of_other_network_is_refused);
     RUN(test_net_garbage_keeps_the_peer_serving);
+    RUN(test_net_unread_replies_are_bounded);
     RUN(test_net_async_op_calls_back);
     RUN(test_net_stop_with_leave_hands_keys_on);
     RUN(test_net_calls_are_bounded_when_peers_vanish);
