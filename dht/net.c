@@ -160,7 +160,8 @@ struct dht_peer {
     struct net_req *inflight;
     struct net_refusal refused[8];
     int n_refused;
-    bool left; /* leave done (by us or a client's LeaveRequest) */
+    bool left;     /* leave done (by us or a client's LeaveRequest) */
+    bool shutdown; /* being freed: the core may no longer send */
 
     /* Shared, protected by lock. */
     pthread_mutex_t lock;
@@ -818,9 +819,12 @@ static int io_send(void *arg, const char *addr, const uint8_t *payload,
                    size_t len)
 {
     struct dht_peer *p = arg;
-    struct net_conn *c = conn_by_addr(p, addr);
+    struct net_conn *c;
     int err;
 
+    if (p->shutdown)
+        return -ESHUTDOWN;
+    c = conn_by_addr(p, addr);
     if (!c) {
         c = conn_connect(p, addr, &err);
         if (!c) {
@@ -843,8 +847,11 @@ static int io_reply(void *arg, uint64_t conn, const uint8_t *payload,
                     size_t len)
 {
     struct dht_peer *p = arg;
-    struct net_conn *c = conn_by_id(p, conn);
+    struct net_conn *c;
 
+    if (p->shutdown)
+        return -ESHUTDOWN;
+    c = conn_by_id(p, conn);
     if (!c)
         return -ENOTCONN;
     return conn_queue(p, c, payload, len, true);
@@ -1340,6 +1347,9 @@ static bool is_wildcard(const char *host)
 
 static void peer_free(struct dht_peer *p)
 {
+    /* The loop thread is gone; whatever dht_core_free() does, it must not
+     * reach sockets or the freed core through io->send. */
+    p->shutdown = true;
     while (p->conns)
         conn_close(p, p->conns, NULL);
     while (p->dead) {
