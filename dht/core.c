@@ -1119,6 +1119,7 @@ struct stab_ctx {
     struct dht_node probe;  /* its closer predecessor, being probed */
     Chord__StateReply *st;  /* the successor's reply (owned copy) */
     uint8_t *st_buf;
+    int walked;             /* closer peers adopted this round (sim eng.) */
 };
 
 static void stab_done(struct dht *d, struct stab_ctx *sc)
@@ -1140,10 +1141,30 @@ static void stab_probe_reply(struct dht *d, void *ctx,
         return;
     }
     if (!err && rep && rep->body_case == CHORD__ENVELOPE__BODY_STATE_REPLY) {
+        const Chord__StateReply *pr = rep->state_reply;
+        struct dht_node q;
         /* The closer peer is alive: it becomes our successor. */
-        set_succs(d, &sc->probe, rep->state_reply->succs,
-                  rep->state_reply->n_succs);
-    } else {
+        set_succs(d, &sc->probe, pr->succs, pr->n_succs);
+        /* (sim engineer) If it knows a predecessor closer still, probe that
+         * one in the same round (bounded). One step per round let a peer
+         * whose successor was far (it joined a small ring, or many joined
+         * behind it) lag minutes behind a 1000-peer ring that kept joining
+         * (docs/core-bugs.md, "slow walk"). */
+        if (pr->pred && sc->walked < 32) {
+            node_from_pb(pr->pred, &q);
+            if (!is_self(d, &q) &&
+                dht_id_in_oo(&q.id, &d->self.id, &sc->probe.id)) {
+                Chord__Envelope env = CHORD__ENVELOPE__INIT;
+                Chord__GetState gs = CHORD__GET_STATE__INIT;
+                sc->walked++;
+                sc->probe = q;
+                env.body_case = CHORD__ENVELOPE__BODY_GET_STATE;
+                env.get_state = &gs;
+                rpc_call(d, q.addr, &env, stab_probe_reply, sc);
+                return;
+            }
+        }
+    } else if (!sc->walked) {
         set_succs(d, &sc->asked, sc->st->succs, sc->st->n_succs);
     }
     send_notify(d, &d->succ[0]);
