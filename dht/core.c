@@ -2553,13 +2553,13 @@ int dht_core_leave(struct dht *d, uint64_t now_ms, dht_join_fn *done,
     if (!alone(d)) {
         const struct dht_node *s = first_succ(d);
         struct keylist kl = {0};
-        /* Everything we are primary for goes to the successor first. */
-        if (d->has_pred && !is_self(d, &d->pred))
-            dht_store_range(d->store, &d->pred.id, &d->self.id, collect_keys,
-                            &kl);
-        else
-            dht_store_range(d->store, &d->self.id, &d->self.id, collect_keys,
-                            &kl);
+        /* (sim engineer) Everything we hold goes to the successor first,
+         * replica copies too: when the R holders of a key leave at once,
+         * each pushing only its own range stranded the key on the leaving
+         * successor (docs/core-bugs.md #3). Maintenance drops what the
+         * successor does not need. */
+        dht_store_range(d->store, &d->self.id, &d->self.id, collect_keys,
+                        &kl);
         log_info("core", d->tag, "leaving: handing %zu keys to %s", kl.n,
                  s->addr);
         d->leave_pending += push_records(d, s->addr, kl.keys, kl.n, true,
