@@ -72,7 +72,8 @@ struct run {
 struct op_ctx {
     struct run *r;
     int key;
-    bool churn; /* a lookup issued during churn */
+    bool churn;   /* a lookup issued during churn */
+    int attempts; /* gets: tries so far */
 };
 
 static uint64_t rng_next(struct run *r)
@@ -704,25 +705,51 @@ static void lookups(struct run *r)
     r->failed_lookups += r->outstanding;
 }
 
+#define GET_ATTEMPTS 3 /* a key is lost only if this many gets fail */
+
+static void get_start(struct run *r, struct op_ctx *c);
+
+/* A failed get is retried from another peer (a lost message or a timeout
+ * is not a lost key); after GET_ATTEMPTS failures, or an old version, the
+ * key counts as lost. */
 static void get_done(void *arg, const struct dht_result *res)
 {
     struct op_ctx *c = arg;
     struct run *r = c->r;
 
     r->outstanding--;
-    if (res->err != 0 || res->version < r->acked[c->key])
+    if (res->err == 0 && res->version < r->acked[c->key]) {
         r->nlost++;
+    } else if (res->err != 0) {
+        if (c->attempts < GET_ATTEMPTS) {
+            get_start(r, c);
+            return;
+        }
+        r->nlost++;
+    }
     free(c);
+}
+
+static void get_start(struct run *r, struct op_ctx *c)
+{
+    char key[64];
+    struct dht_op op = {.kind = DHT_OP_GET};
+    int from = random_live(r);
+
+    key_name(c->key, key, sizeof key);
+    op.key = key;
+    c->attempts++;
+    r->outstanding++;
+    if (from < 0 || dht_sim_op(r->sim, from, &op, get_done, c) < 0) {
+        struct dht_result res = {.err = -EHOSTUNREACH};
+        get_done(c, &res);
+    }
 }
 
 static void get_keys(struct run *r)
 {
-    char key[64];
-
     for (int k = 0; k < r->a.keys; k++) {
         struct op_ctx *c;
-        struct dht_op op = {.kind = DHT_OP_GET};
-        int from = random_live(r);
         if (!r->acked[k])
             continue;
         c = calloc(1, sizeof *c);
@@ -730,13 +757,7 @@ static void get_keys(struct run *r)
             abort();
         c->r = r;
         c->key = k;
-        key_name(k, key, sizeof key);
-        op.key = key;
-        r->outstanding++;
-        if (from < 0 || dht_sim_op(r->sim, from, &op, get_done, c) < 0) {
-            struct dht_result res = {.err = -EHOSTUNREACH};
-            get_done(c, &res);
-        }
+        get_start(r, c);
     }
     wait_ops(r);
     r->nlost += r->outstanding; /* never answered */
