@@ -501,7 +501,7 @@ static struct net_conn *conn_connect(struct dht_peer *p, const char *addr,
     char host[DHT_ADDR_MAX], port[8];
     struct addrinfo hints = {0}, *ai = NULL;
     struct net_conn *c;
-    int fd, rc;
+    int fd, rc, one = 1;
 
     *err_out = 0;
     if (split_addr(addr, host, sizeof host, port, sizeof port) < 0) {
@@ -527,6 +527,10 @@ static struct net_conn *conn_connect(struct dht_peer *p, const char *addr,
         freeaddrinfo(ai);
         return NULL;
     }
+    /* Our ephemeral port may linger in TIME_WAIT after the connection;
+     * with SO_REUSEADDR on both sides it does not stop a peer from binding
+     * that port as its listening port later (tests start many peers). */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
     if (rc < 0 && errno != EINPROGRESS) {

@@ -146,6 +146,9 @@ static int connect_peer(const char *addr)
             err = errno;
             continue;
         }
+        /* Our port lingers in TIME_WAIT after we close; SO_REUSEADDR keeps
+         * it from blocking a peer that later binds it (both sides set it). */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         rc = connect(fd, a->ai_addr, a->ai_addrlen);
         if (rc < 0 && errno == EINPROGRESS) {
             socklen_t el = sizeof err;
