@@ -1939,6 +1939,12 @@ static void kv_apply(struct dht *d, struct kvjob *job)
         break;
     }
 
+    /* fs engineer: a read or no-op set change of a key that does not
+     * exist has no record to send back; a remote OK reply without one is
+     * refused as malformed by wire_decode (MEMBERS of a missing set timed
+     * out), so answer -ENOENT, as a local caller sees it. */
+    if (!err && !write && !cur)
+        err = -ENOENT;
     if (err || !write) {
         /* Reads, failed checks and no-op set changes. For mismatches the
          * current version travels back in the record. */
