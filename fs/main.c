@@ -709,7 +709,6 @@ int main(int argc, char **argv)
             fc.cache_bytes = (uint64_t)o.cache_size;
         fc.debug = o.debug;
         fc.data_dir = abs_data;
-        fc.data_dir = abs_data; /* fs engineer: statfs reports its disk */
         fargv[fargc++] = argv[0];
         for (int i = 0; i < o.n_fuse_opts; i++)
             fargv[fargc++] = (char *)o.fuse_opts[i];
