@@ -42,6 +42,7 @@ struct fs {
     struct dht_peer *peer;
     struct fs_config cfg;
     char node[DHT_ADDR_MAX]; /* log prefix: the peer's address */
+    bool user_timeouts;      /* -o attr_timeout/entry_timeout given */
     pthread_mutex_t lock;
     struct fs_file *files; /* open regular files; protected by lock */
 };

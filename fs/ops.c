@@ -871,6 +871,13 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         fi->direct_io = 1;
         return 0;
     }
+    /* libfuse asks for FUSE_CAP_ATOMIC_O_TRUNC: the truncate of an
+     * O_TRUNC open comes here, not as a separate setattr. */
+    if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+        rc = fs_file_truncate(fs, path, 0);
+        if (rc < 0)
+            return rc;
+    }
     /* Revalidate: reread the record (close-to-open). */
     rc = get_inode(fs, path, &ino, NULL);
     if (rc < 0)
@@ -1157,8 +1164,11 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     (void)conn;
     cfg->use_ino = 1;
     cfg->readdir_ino = 0;
-    cfg->entry_timeout = fs->cfg.attr_timeout_s;
-    cfg->attr_timeout = fs->cfg.attr_timeout_s;
+    if (!fs->user_timeouts) {
+        /* -o attr_timeout=/entry_timeout= given by the user win. */
+        cfg->entry_timeout = fs->cfg.attr_timeout_s;
+        cfg->attr_timeout = fs->cfg.attr_timeout_s;
+    }
     cfg->negative_timeout = 0;
     cfg->kernel_cache = 0;
     cfg->auto_cache = 0;
@@ -1218,7 +1228,7 @@ void fs_config_default(struct fs_config *c)
  * given). Returns whether it was seen, and whether fsname/subtype were.
  */
 static bool build_args(struct fuse_args *args, int argc, char **argv,
-                       bool *has_fsname, bool *has_subtype)
+                       bool *has_fsname, bool *has_subtype, bool *has_timeouts)
 {
     bool no_dp = false;
 
@@ -1248,6 +1258,9 @@ static bool build_args(struct fuse_args *args, int argc, char **argv,
                 *has_fsname = true;
             if (strncmp(tok, "subtype=", 8) == 0)
                 *has_subtype = true;
+            if (strncmp(tok, "attr_timeout=", 13) == 0 ||
+                strncmp(tok, "entry_timeout=", 14) == 0)
+                *has_timeouts = true;
             olen += (size_t)sprintf(out + olen, "%s%s", olen ? "," : "", tok);
         }
         if (olen) {
@@ -1300,7 +1313,8 @@ int fs_serve(struct dht_peer *p, const struct fs_config *cfg,
                  "could not check the root directory (%s); mounting anyway",
                  strerror(-rc));
 
-    if (!build_args(&args, argc, argv, &has_fsname, &has_subtype)) {
+    if (!build_args(&args, argc, argv, &has_fsname, &has_subtype,
+                    &fs->user_timeouts)) {
         fuse_opt_add_arg(&args, "-o");
         fuse_opt_add_arg(&args, "default_permissions");
     }

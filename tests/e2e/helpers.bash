@@ -128,3 +128,33 @@ cleanup_all() {
     fi
     rm -f "$STATE/pids" "$STATE/mounts"
 }
+
+# fs_ring_is NAME N: NAME's mount lists exactly N peers in /.chord/ring.
+fs_ring_is() {
+    [ "$(grep -c . "$STATE/mnt_$1/.chord/ring" 2>/dev/null)" = "$2" ]
+}
+
+# start_fs_ring N [chordfs args...]: N peers fs1..fsN, each with its own
+# FUSE mount $STATE/mnt_fsI (exported as MNT1..MNTN), all joined through
+# fs1; waits (bounded) until every mount lists N peers in /.chord/ring.
+start_fs_ring() {
+    local n=$1 i
+    shift
+    start_mount fs1 "$STATE/mnt_fs1" "$@" || return 1
+    MNT1=$STATE/mnt_fs1
+    for ((i = 2; i <= n; i++)); do
+        start_mount "fs$i" "$STATE/mnt_fs$i" --bootstrap "$(peer_addr fs1)" \
+            "$@" || return 1
+        eval "MNT$i=\$STATE/mnt_fs$i"
+    done
+    for ((i = 1; i <= n; i++)); do
+        if ! wait_until 30 fs_ring_is "fs$i" "$n"; then
+            for ((i = 1; i <= n; i++)); do
+                echo "fs$i $(peer_addr "fs$i"): ring [$(tr '\n' ' ' \
+                    <"$STATE/mnt_fs$i/.chord/ring")] succ [$(tr '\n' ' ' \
+                    <"$STATE/mnt_fs$i/.chord/successors")]" >&2
+            done
+            return 1
+        fi
+    done
+}
