@@ -594,6 +594,17 @@ static void remove_succ(struct dht *d, const char *addr)
                 }
         d->succ[0] = *fb;
         d->nsucc = 1;
+        if (fb == &d->self && d->bootstrap[0]) {
+            /* (sim engineer) A peer that joined and lost its only
+             * successor before stabilize filled its list (it crashed or
+             * left) was a ring of one forever. Probe the bootstrap like a
+             * lost peer so probe_lost() merges us back (docs/core-bugs.md
+             * #4). */
+            struct dht_node b;
+            memset(&b, 0, sizeof b);
+            snprintf(b.addr, sizeof b.addr, "%s", d->bootstrap);
+            remember_lost(d, &b);
+        }
     }
     log_info("core", d->tag, "dropped successor %s; successor is now %s",
              addr, d->succ[0].addr);
