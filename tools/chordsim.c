@@ -52,7 +52,9 @@ struct run {
     struct args a;
     struct dht_sim *sim;
     uint64_t rng;
-    int outstanding; /* ops submitted and not yet done */
+    /* ops submitted and not yet done, per phase: an op on a peer that
+     * crashes never calls back and must not count against a later phase */
+    int pend_put, pend_churn, pend_lookup, pend_get;
     /* keys */
     uint64_t *acked; /* version acknowledged, 0 = not acknowledged */
     bool *unrecov;   /* unrecoverable after a crash */
@@ -74,6 +76,7 @@ struct op_ctx {
     int key;
     bool churn;   /* a lookup issued during churn */
     int attempts; /* gets: tries so far */
+    int *pending; /* the phase counter this op counts in */
 };
 
 static uint64_t rng_next(struct run *r)
@@ -362,10 +365,10 @@ static int succ_pos(struct run *r, const int *sorted, int n,
     return lo == n ? 0 : lo;
 }
 
-static bool no_outstanding(struct dht_sim *s, void *arg)
+static bool none_pending(struct dht_sim *s, void *arg)
 {
     (void)s;
-    return ((struct run *)arg)->outstanding == 0;
+    return *(int *)arg == 0;
 }
 
 static bool ring_ok(struct dht_sim *s, void *arg)
@@ -382,9 +385,9 @@ static uint64_t op_wait_ms(void)
     return (uint64_t)o.base.op_timeout_ms * 3 + 10000;
 }
 
-static void wait_ops(struct run *r)
+static void wait_ops(struct run *r, int *pending)
 {
-    dht_sim_run_while(r->sim, no_outstanding, r, 100,
+    dht_sim_run_while(r->sim, none_pending, pending, 100,
                       dht_sim_now(r->sim) + op_wait_ms());
 }
 
@@ -444,7 +447,7 @@ static void put_done(void *arg, const struct dht_result *res)
 {
     struct op_ctx *c = arg;
 
-    c->r->outstanding--;
+    c->r->pend_put--;
     if (res->err == 0) {
         c->r->acked[c->key] = res->version ? res->version : 1;
         c->r->nacked++;
@@ -470,13 +473,13 @@ static void put_keys(struct run *r)
         op.key = key;
         op.value = val;
         op.len = strlen(val);
-        r->outstanding++;
+        r->pend_put++;
         if (from < 0 || dht_sim_op(r->sim, from, &op, put_done, c) < 0) {
-            r->outstanding--;
+            r->pend_put--;
             free(c);
         }
     }
-    wait_ops(r);
+    wait_ops(r, &r->pend_put);
     maintain(r);
 }
 
@@ -576,7 +579,7 @@ static void lookup_done(void *arg, const struct dht_result *res)
     struct run *r = c->r;
     bool ok = res->err == 0;
 
-    r->outstanding--;
+    (*c->pending)--;
     if (ok) {
         char key[64];
         struct dht_id id;
@@ -617,7 +620,8 @@ static void start_lookup(struct run *r, bool churn)
     c->key = rng_below(r, r->a.keys > 0 ? r->a.keys : 1000000);
     key_name(c->key, key, sizeof key);
     op.key = key;
-    r->outstanding++;
+    c->pending = churn ? &r->pend_churn : &r->pend_lookup;
+    (*c->pending)++;
     if (churn)
         r->churn_lookups++;
     if (from < 0 || dht_sim_op(r->sim, from, &op, lookup_done, c) < 0) {
@@ -692,7 +696,7 @@ static void churn(struct run *r)
             next_ev = t + 1 + (uint64_t)(-log(1 - rng_unit(r)) * mean_gap_ms);
         }
     }
-    wait_ops(r);
+    wait_ops(r, &r->pend_churn);
     settle(r);
 }
 
@@ -700,9 +704,9 @@ static void lookups(struct run *r)
 {
     for (int i = 0; i < r->a.lookups; i++)
         start_lookup(r, false);
-    wait_ops(r);
+    wait_ops(r, &r->pend_lookup);
     /* Lookups that never came back failed. */
-    r->failed_lookups += r->outstanding;
+    r->failed_lookups += r->pend_lookup;
 }
 
 #define GET_ATTEMPTS 3 /* a key is lost only if this many gets fail */
@@ -717,7 +721,7 @@ static void get_done(void *arg, const struct dht_result *res)
     struct op_ctx *c = arg;
     struct run *r = c->r;
 
-    r->outstanding--;
+    r->pend_get--;
     if (res->err == 0 && res->version < r->acked[c->key]) {
         r->nlost++;
     } else if (res->err != 0) {
@@ -739,7 +743,7 @@ static void get_start(struct run *r, struct op_ctx *c)
     key_name(c->key, key, sizeof key);
     op.key = key;
     c->attempts++;
-    r->outstanding++;
+    r->pend_get++;
     if (from < 0 || dht_sim_op(r->sim, from, &op, get_done, c) < 0) {
         struct dht_result res = {.err = -EHOSTUNREACH};
         get_done(c, &res);
@@ -759,8 +763,8 @@ static void get_keys(struct run *r)
         c->key = k;
         get_start(r, c);
     }
-    wait_ops(r);
-    r->nlost += r->outstanding; /* never answered */
+    wait_ops(r, &r->pend_get);
+    r->nlost += r->pend_get; /* never answered */
 }
 
 /* Keys per live peer, counting primaries: max over mean. */
