@@ -85,10 +85,19 @@ pid_on_port() {
     for i in 0 1 2 3 4; do
         assert_output --partial "$(peer_addr "p$i")"
     done
-    # lookup names a primary and replicas that are ring members.
-    run ctl p2 lookup greeting
+}
+
+@test "chordctl lookup names the primary and the replicas of a key" {
+    start_ring 3
+    ctl p0 put somekey somevalue
+    run ctl p2 lookup somekey
     assert_success
     assert_line --regexp '^primary 127\.0\.0\.1:[0-9]+ [0-9a-f]{40}$'
+    [ "$(echo "$output" | grep -c '^replica ')" -eq 2 ]
+    # The primary holds the key in its store.
+    primary=$(echo "$output" | awk '$1 == "primary" {print $2}')
+    run "$BIN/chordctl" --peer "$primary" entries
+    assert_output --partial somekey
 }
 
 @test "kill -9 of two of five peers loses nothing" {
