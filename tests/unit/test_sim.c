@@ -584,6 +584,45 @@ static void test_sim_adjacent_leaves(void)
     dht_sim_free(s);
 }
 
+/* Crashed peers come back on their kept stores while the keys they hold
+ * were overwritten: the ring converges and the newer versions win. */
+static void test_sim_restart(void)
+{
+    enum { N = 20, K = 100 };
+    struct dht_sim *s = new_sim(808);
+    uint64_t v1[K], v2[K], keys, under;
+    int down[3];
+
+    add_peers(s, N, 10);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, K, v1), K);
+    maintain(s);
+    for (int j = 0; j < 3; j++) {
+        down[j] = random_live(s);
+        dht_sim_crash(s, down[j]);
+        CHECK(converge(s));
+    }
+    maintain(s);
+    CHECK_EQ(put_keys(s, K, v2), K);
+    for (int k = 0; k < K; k++)
+        CHECK(v2[k] > v1[k]);
+    for (int j = 0; j < 3; j++) {
+        uint64_t held = dht_sim_store_count(s, down[j]);
+        CHECK(held > 0);
+        dht_sim_restart(s, down[j]);
+        /* The store survived the restart. */
+        CHECK_EQ(dht_sim_store_count(s, down[j]), held);
+    }
+    CHECK_EQ(live_count(s), N);
+    CHECK(converge(s));
+    maintain(s);
+    CHECK_EQ(lost_keys(s, K, v2, NULL), 0);
+    dht_sim_key_census(s, &keys, &under);
+    CHECK_EQ(keys, K);
+    CHECK_EQ(under, 0);
+    dht_sim_free(s);
+}
+
 /* Split the ring in two for ms of virtual time, heal, and expect one ring. */
 static void partition_heal(uint64_t seed, uint64_t ms)
 {
@@ -691,6 +730,7 @@ int main(int argc, char **argv)
     T(test_sim_crash_one_by_one);
     T(test_sim_leaves);
     T(test_sim_adjacent_leaves);
+    T(test_sim_restart);
     T(test_sim_joiner_loses_successor);
     T(test_sim_churn_lookups);
     T(test_sim_partition_short);
