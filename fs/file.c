@@ -44,8 +44,17 @@ struct chunk {
     uint64_t index;
     uint8_t *data; /* cs bytes; zero past len */
     uint32_t len;  /* bytes valid (stored) */
-    bool dirty;
+    bool dirty;    /* changed since it was last sent to the ring */
+    bool inflight; /* a write of it is in flight (write-behind) */
     uint64_t used; /* LRU tick */
+};
+
+/* A batch of chunk reads or writes in flight. */
+struct pending {
+    struct fs_batch *b; /* NULL: none */
+    uint64_t *idx;      /* chunk numbers, one per slot */
+    uint32_t *len;      /* writes: bytes sent */
+    size_t n;
 };
 
 struct fs_file {
@@ -61,9 +70,15 @@ struct fs_file {
     struct chunk *chunks;
     size_t n, max_chunks, n_dirty;
     uint64_t tick;
-    uint64_t ra_next; /* offset just past the last read */
-    uint32_t ra_win;  /* read-ahead window, chunks */
+    uint64_t ra_next;  /* offset just past the last read */
+    uint32_t ra_win;   /* read-ahead window, chunks */
+    struct pending wb; /* write-behind in flight */
+    struct pending rb; /* read-ahead in flight */
+    int wb_err;        /* first write-behind error, reported by flush */
 };
+
+static int wb_complete(struct fs *fs, struct fs_file *f);
+static void rb_complete(struct fs *fs, struct fs_file *f, bool insert);
 
 /* ------------------------------------------------------------ the table */
 
@@ -99,7 +114,7 @@ static void chunk_drop(struct fs_file *f, size_t i)
 static void drop_clean(struct fs_file *f)
 {
     for (size_t i = 0; i < f->n;) {
-        if (!f->chunks[i].dirty)
+        if (!f->chunks[i].dirty && !f->chunks[i].inflight)
             chunk_drop(f, i);
         else
             i++;
@@ -132,8 +147,9 @@ int fs_file_open(struct fs *fs, const struct fs_inode *ino,
     pthread_mutex_unlock(&fs->lock);
 
     pthread_mutex_lock(&f->mu);
-    if (!fresh && f->n_dirty == 0 && !f->meta_dirty) {
+    if (!fresh && f->n_dirty == 0 && !f->wb.b && !f->meta_dirty) {
         /* Close-to-open: take the record's view, forget cached bytes. */
+        rb_complete(fs, f, false);
         f->size = ino->size;
         f->mtime_ns = ino->mtime_ns;
         drop_clean(f);
@@ -163,6 +179,10 @@ void fs_file_unref(struct fs *fs, struct fs_file *f)
     pthread_mutex_unlock(&fs->lock);
     if (!last)
         return;
+    pthread_mutex_lock(&f->mu);
+    rb_complete(fs, f, false);
+    wb_complete(fs, f);
+    pthread_mutex_unlock(&f->mu);
     if (f->n_dirty)
         log_error("fs", fs->node, "open file dropped with %zu dirty chunks",
                   f->n_dirty);
@@ -255,66 +275,126 @@ static int chunk_unpack(struct fs *fs, const char *key, const void *val,
     return 0;
 }
 
-/* Write every dirty chunk to the ring in parallel; they become clean. */
-static int flush_dirty_locked(struct fs *fs, struct fs_file *f)
+static void pending_free(struct pending *p)
 {
-    struct fs_batch *b;
-    size_t *which, nd = 0;
+    fs_batch_free(p->b);
+    free(p->idx);
+    free(p->len);
+    memset(p, 0, sizeof *p);
+}
+
+/* Wait for the write-behind batch in flight and settle its chunks: sent
+ * ones become clean unless written again meanwhile, failed ones dirty. */
+static int wb_complete(struct fs *fs, struct fs_file *f)
+{
     int rc = 0;
 
-    if (f->n_dirty == 0)
+    if (!f->wb.b)
         return 0;
-    which = wire_xcalloc(f->n_dirty, sizeof *which);
-    b = fs_batch_new(fs, f->n_dirty);
-    for (size_t i = 0; i < f->n && nd < f->n_dirty; i++) {
+    fs_batch_wait(f->wb.b);
+    for (size_t k = 0; k < f->wb.n; k++) {
+        int err = fs_batch_result(f->wb.b, k, NULL, NULL);
+        struct chunk *c = NULL;
+        uint64_t end;
+
+        for (size_t i = 0; i < f->n && !c; i++)
+            if (f->chunks[i].index == f->wb.idx[k] && f->chunks[i].inflight)
+                c = &f->chunks[i];
+        if (!c)
+            continue;
+        c->inflight = false;
+        if (err < 0) {
+            if (rc == 0)
+                rc = fs_ring_errno(err);
+            if (!c->dirty) {
+                c->dirty = true;
+                f->n_dirty++;
+            }
+            continue;
+        }
+        end = f->wb.idx[k] * f->cs + f->wb.len[k];
+        if (end > f->stored_end)
+            f->stored_end = end;
+    }
+    if (rc < 0) {
+        log_warn("fs", fs->node, "write-back of %zu chunks failed: %s", f->wb.n,
+                 strerror(-rc));
+        if (f->wb_err == 0)
+            f->wb_err = rc;
+    }
+    pending_free(&f->wb);
+    return rc;
+}
+
+/* Send every dirty chunk to the ring in one parallel batch and return
+ * without waiting (write-behind); a batch still in flight is settled
+ * first, so writes of one chunk reach the ring in order. */
+static int wb_submit(struct fs *fs, struct fs_file *f)
+{
+    size_t k = 0;
+    int rc;
+
+    rc = wb_complete(fs, f);
+    if (f->n_dirty == 0)
+        return rc;
+    f->wb.b = fs_batch_new(fs, f->n_dirty);
+    f->wb.idx = wire_xcalloc(f->n_dirty, sizeof *f->wb.idx);
+    f->wb.len = wire_xcalloc(f->n_dirty, sizeof *f->wb.len);
+    for (size_t i = 0; i < f->n && k < f->n_dirty; i++) {
         struct chunk *c = &f->chunks[i];
         char key[FS_KEY_MAX];
         uint8_t *buf;
         size_t blen;
-        uint32_t len = c->len;
+        uint32_t len = c->len, valid;
 
         if (!c->dirty)
             continue;
         /* Never store bytes past the end of file. */
-        if (fs_chunk_valid(c->index, f->size, f->cs) < len)
-            len = fs_chunk_valid(c->index, f->size, f->cs);
+        valid = fs_chunk_valid(c->index, f->size, f->cs);
+        if (valid < len)
+            len = valid;
         fs_key_data(f->uuid, c->index, key, sizeof key);
-        if (chunk_pack(c->data, len, &buf, &blen) < 0) {
-            rc = -EIO;
-            break;
-        }
-        which[nd] = i;
-        fs_batch_put(b, nd, key, buf, blen);
-        nd++;
+        if (chunk_pack(c->data, len, &buf, &blen) < 0)
+            continue; /* stays dirty */
+        f->wb.idx[k] = c->index;
+        f->wb.len[k] = len;
+        fs_batch_put(f->wb.b, k, key, buf, blen);
         free(buf);
+        k++;
     }
-    fs_batch_wait(b);
-    for (size_t k = 0; k < nd; k++) {
-        struct chunk *c = &f->chunks[which[k]];
-        int err = fs_batch_result(b, k, NULL, NULL);
-        uint64_t end;
+    f->wb.n = k;
+    /* Mark only after the scan: k counted against n_dirty above. */
+    for (size_t j = 0; j < k; j++) {
+        struct chunk *c = cache_find(f, f->wb.idx[j]);
 
-        if (err < 0) {
-            if (rc == 0)
-                rc = fs_ring_errno(err);
-            continue;
-        }
         c->dirty = false;
+        c->inflight = true;
         f->n_dirty--;
-        end = c->index * f->cs + c->len;
-        if (end > f->stored_end)
-            f->stored_end = end;
     }
-    fs_batch_free(b);
-    free(which);
+    return rc;
+}
+
+/* Write every dirty chunk to the ring and wait for it. Also reports a
+ * write-behind failure since the last flush. */
+static int flush_dirty_locked(struct fs *fs, struct fs_file *f)
+{
+    int rc = wb_submit(fs, f), rc2 = wb_complete(fs, f);
+
+    if (rc == 0)
+        rc = rc2;
+    if (rc == 0 && f->n_dirty > 0)
+        rc = -EIO;
+    if (rc == 0 && f->wb_err) {
+        /* The failed chunks were resent successfully just now. */
+        f->wb_err = 0;
+    }
     if (rc < 0)
-        log_warn("fs", fs->node, "write-back of %zu chunks failed: %s", nd,
-                 strerror(-rc));
+        f->wb_err = 0; /* reported now */
     return rc;
 }
 
 /* Make room for one more chunk: evict the least recently used clean one,
- * writing the dirty ones back first if that is all there is. */
+ * settling or forcing write-back if that is all there is. */
 static int ensure_room(struct fs *fs, struct fs_file *f)
 {
     while (f->n >= f->max_chunks) {
@@ -322,7 +402,7 @@ static int ensure_room(struct fs *fs, struct fs_file *f)
         int rc;
 
         for (size_t i = 0; i < f->n; i++)
-            if (!f->chunks[i].dirty &&
+            if (!f->chunks[i].dirty && !f->chunks[i].inflight &&
                 (victim == SIZE_MAX ||
                  f->chunks[i].used < f->chunks[victim].used))
                 victim = i;
@@ -330,7 +410,10 @@ static int ensure_room(struct fs *fs, struct fs_file *f)
             chunk_drop(f, victim);
             continue;
         }
-        rc = flush_dirty_locked(fs, f);
+        if (f->wb.b)
+            rc = wb_complete(fs, f);
+        else
+            rc = flush_dirty_locked(fs, f);
         if (rc < 0)
             return rc;
     }
@@ -346,93 +429,146 @@ static struct chunk *chunk_insert(struct fs_file *f, uint64_t index,
     c->data = data;
     c->len = len;
     c->dirty = false;
+    c->inflight = false;
     c->used = ++f->tick;
     return c;
 }
 
-/*
- * Bring chunks [first, first + count) into the cache, fetching those not
- * cached in parallel. Chunks past stored_end are known absent and become
- * zero chunks without a ring call. Only chunk `first` must succeed;
- * read-ahead failures are ignored.
- */
-static int fetch_locked(struct fs *fs, struct fs_file *f, uint64_t first,
-                        uint64_t count)
+/* Submit gets of the chunks in [first, first + count) that are neither
+ * cached nor known absent (past stored_end), below the file size. */
+static void reads_submit(struct fs *fs, struct fs_file *f, uint64_t first,
+                         uint64_t count, struct pending *p)
 {
-    struct fs_batch *b;
-    uint64_t *idx;
-    size_t nf = 0;
-    int rc = 0;
-
-    if (count > f->max_chunks / 2)
-        count = f->max_chunks / 2 ? f->max_chunks / 2 : 1;
-    idx = wire_xcalloc((size_t)count, sizeof *idx);
-    b = fs_batch_new(fs, (size_t)count);
+    memset(p, 0, sizeof *p);
+    p->b = fs_batch_new(fs, (size_t)count);
+    p->idx = wire_xcalloc((size_t)count, sizeof *p->idx);
     for (uint64_t n = first; n < first + count; n++) {
         char key[FS_KEY_MAX];
 
-        if (n != first && n * f->cs >= f->size)
+        if (n * f->cs >= f->size && n != first)
             break;
-        if (cache_find(f, n))
+        if (n * f->cs >= f->stored_end || cache_find(f, n))
             continue;
-        if (n * f->cs >= f->stored_end) {
-            if (n == first) {
-                rc = ensure_room(fs, f);
-                if (rc < 0)
-                    goto out;
-                chunk_insert(f, n, wire_xcalloc(1, f->cs), 0);
-            }
-            continue;
-        }
         fs_key_data(f->uuid, n, key, sizeof key);
-        idx[nf] = n;
-        fs_batch_get(b, nf, key);
-        nf++;
+        p->idx[p->n] = n;
+        fs_batch_get(p->b, p->n, key);
+        p->n++;
     }
-    fs_batch_wait(b);
-    for (size_t k = 0; k < nf; k++) {
+}
+
+/* Wait for reads and cache what they brought. Returns the error of chunk
+ * `need` (UINT64_MAX: none needed); others' failures are ignored. */
+static int reads_finish(struct fs *fs, struct fs_file *f, struct pending *p,
+                        uint64_t need)
+{
+    int rc = 0;
+
+    fs_batch_wait(p->b);
+    for (size_t k = 0; k < p->n; k++) {
         const void *val;
         size_t len;
-        int err = fs_batch_result(b, k, &val, &len);
+        int err = fs_batch_result(p->b, k, &val, &len);
         uint8_t *data;
         uint32_t clen = 0;
         char key[FS_KEY_MAX];
 
         if (err < 0 && err != -ENOENT) {
-            if (idx[k] == first) {
+            if (p->idx[k] == need) {
                 rc = fs_ring_errno(err);
                 log_warn("fs", fs->node, "reading a chunk failed: %s",
                          strerror(-rc));
             }
             continue;
         }
-        if (cache_find(f, idx[k]))
+        if (cache_find(f, p->idx[k]))
             continue;
         data = wire_xmalloc(f->cs);
         if (err == -ENOENT) {
             memset(data, 0, f->cs); /* a hole */
         } else {
-            fs_key_data(f->uuid, idx[k], key, sizeof key);
+            fs_key_data(f->uuid, p->idx[k], key, sizeof key);
             err = chunk_unpack(fs, key, val, len, data, f->cs, &clen);
             if (err < 0) {
                 free(data);
-                if (idx[k] == first)
+                if (p->idx[k] == need)
                     rc = err;
                 continue;
             }
         }
         if (ensure_room(fs, f) < 0) {
             free(data);
-            if (idx[k] == first)
+            if (p->idx[k] == need)
                 rc = -EIO;
             continue;
         }
-        chunk_insert(f, idx[k], data, clen);
+        chunk_insert(f, p->idx[k], data, clen);
     }
-out:
-    fs_batch_free(b);
-    free(idx);
+    pending_free(p);
     return rc;
+}
+
+/* Settle the read-ahead in flight: cache its chunks, or drop them when
+ * the file changed locally meanwhile (they may be older than our bytes). */
+static void rb_complete(struct fs *fs, struct fs_file *f, bool insert)
+{
+    if (!f->rb.b)
+        return;
+    if (insert) {
+        reads_finish(fs, f, &f->rb, UINT64_MAX);
+    } else {
+        fs_batch_wait(f->rb.b);
+        pending_free(&f->rb);
+    }
+}
+
+/* Bring chunk n into the cache, with up to count - 1 chunks after it. */
+static int fetch_locked(struct fs *fs, struct fs_file *f, uint64_t n,
+                        uint64_t count)
+{
+    struct pending p;
+    int rc;
+
+    if (f->rb.b) {
+        rb_complete(fs, f, true);
+        if (cache_find(f, n))
+            return 0;
+    }
+    if (count > f->max_chunks / 2)
+        count = f->max_chunks / 2 ? f->max_chunks / 2 : 1;
+    if (n * f->cs >= f->stored_end) {
+        /* Known absent: a zero chunk without asking the ring. */
+        rc = ensure_room(fs, f);
+        if (rc < 0)
+            return rc;
+        chunk_insert(f, n, wire_xcalloc(1, f->cs), 0);
+        return 0;
+    }
+    reads_submit(fs, f, n, count, &p);
+    rc = reads_finish(fs, f, &p, n);
+    if (rc == 0 && !cache_find(f, n)) {
+        /* Evicted by its own read-ahead: fetch it alone. */
+        reads_submit(fs, f, n, 1, &p);
+        rc = reads_finish(fs, f, &p, n);
+    }
+    return rc;
+}
+
+/* Sequential reading: keep the next window of chunks in flight. */
+static void prefetch(struct fs *fs, struct fs_file *f, uint64_t pos)
+{
+    uint64_t n = fs_chunk_index(pos, f->cs);
+    uint64_t end = n + f->ra_win;
+
+    if (f->rb.b || f->ra_win < 2)
+        return;
+    while (n < end && n * f->cs < f->size &&
+           (n * f->cs >= f->stored_end || cache_find(f, n)))
+        n++;
+    if (n >= end || n * f->cs >= f->size || n * f->cs >= f->stored_end)
+        return;
+    reads_submit(fs, f, n, f->ra_win, &f->rb);
+    if (f->rb.n == 0)
+        pending_free(&f->rb);
 }
 
 int fs_file_read(struct fs *fs, struct fs_file *f, char *buf, size_t size,
@@ -468,14 +604,10 @@ int fs_file_read(struct fs *fs, struct fs_file *f, char *buf, size_t size,
         c = cache_find(f, n);
         if (!c) {
             rc = fetch_locked(fs, f, n, f->ra_win);
-            if (rc < 0)
-                break;
-            c = cache_find(f, n);
-            if (!c) /* evicted by its own read-ahead: fetch it alone */
-                rc = fetch_locked(fs, f, n, 1);
             c = rc < 0 ? NULL : cache_find(f, n);
             if (!c) {
-                rc = -EIO;
+                if (rc == 0)
+                    rc = -EIO;
                 break;
             }
         }
@@ -483,6 +615,8 @@ int fs_file_read(struct fs *fs, struct fs_file *f, char *buf, size_t size,
         done += piece;
     }
     f->ra_next = off + done;
+    if (rc == 0)
+        prefetch(fs, f, off + done);
 out:
     pthread_mutex_unlock(&f->mu);
     return done > 0 ? (int)done : rc;
@@ -495,6 +629,8 @@ int fs_file_write(struct fs *fs, struct fs_file *f, const char *buf,
     int rc = 0;
 
     pthread_mutex_lock(&f->mu);
+    /* Read-ahead fetched before this write may hold older bytes. */
+    rb_complete(fs, f, false);
     while (done < size) {
         uint64_t pos = off + done;
         uint64_t n = fs_chunk_index(pos, f->cs);
@@ -539,8 +675,10 @@ int fs_file_write(struct fs *fs, struct fs_file *f, const char *buf,
         f->mtime_ns = fs_now_ns();
         f->meta_dirty = true;
     }
-    if (rc == 0 && f->n_dirty >= f->max_chunks / 2)
-        rc = flush_dirty_locked(fs, f);
+    /* Write-behind: a quarter of the bound dirty goes out while the next
+     * quarter fills. */
+    if (rc == 0 && f->n_dirty >= (f->max_chunks / 4 ? f->max_chunks / 4 : 1))
+        wb_submit(fs, f);
     pthread_mutex_unlock(&f->mu);
     /* Bytes taken are buffered; a failed write-back surfaces at flush. */
     return done > 0 ? (int)done : rc;
@@ -703,6 +841,7 @@ int fs_file_truncate(struct fs *fs, const char *path, uint64_t size)
     f = fs_file_find(fs, ino.uuid);
     if (f) {
         pthread_mutex_lock(&f->mu);
+        rb_complete(fs, f, false);
         rc = flush_dirty_locked(fs, f);
         if (rc < 0)
             goto out;

@@ -79,6 +79,12 @@ listing() {
     assert_output "tree/a/b/big"
 }
 
+# three_replicas FILE: user.chord.replicas of FILE names three peers.
+three_replicas() {
+    [ "$(getfattr --absolute-names --only-values -n user.chord.replicas \
+        "$1" | tr ',' '\n' | grep -c .)" -eq 3 ]
+}
+
 @test "setfattr/getfattr: user attributes and where a file lives" {
     echo data >"$MNT1/f"
     setfattr -n user.color -v blue "$MNT1/f"
@@ -93,10 +99,13 @@ listing() {
     assert_failure
     # placement: the primary and the replicas are peers of the ring
     ring=$(cat "$MNT1/.chord/ring")
-    primary=$(getfattr --absolute-names --only-values -n user.chord.primary "$MNT2/f")
+    primary=$(getfattr --absolute-names --only-values \
+        -n user.chord.primary "$MNT2/f")
     [[ "$ring" == *"$primary"* ]]
-    replicas=$(getfattr --absolute-names --only-values -n user.chord.replicas "$MNT3/f")
-    [ "$(echo "$replicas" | tr ',' '\n' | grep -c .)" -eq 3 ]
+    # primary + 2 successors once the successor lists are complete
+    wait_until 10 three_replicas "$MNT3/f"
+    replicas=$(getfattr --absolute-names --only-values \
+        -n user.chord.replicas "$MNT3/f")
     for r in ${replicas//,/ }; do
         [[ "$ring" == *"$r"* ]]
     done
