@@ -714,6 +714,13 @@ int fs_file_flush(struct fs *fs, struct fs_file *f, const char *path)
         struct size_edit e = {f->uuid, f->size, f->mtime_ns, false};
 
         rc = fs_inode_update(fs, path, edit_size, &e);
+        if (rc == -ENOENT) {
+            /* Removed or renamed through another mount meanwhile: the
+             * bytes are stored, there is no record left to size. */
+            log_warn("fs", fs->node, "%s vanished before its size was set",
+                     path);
+            rc = 0;
+        }
         if (rc == 0)
             f->meta_dirty = false;
     }

@@ -8,6 +8,7 @@
 #  - mv renames files and directories across directories and over existing
 #    targets (the target's old content is gone, the tree under a moved
 #    directory moves with it); mv -n never replaces;
+#  - renameat2: RENAME_NOREPLACE gives EEXIST, RENAME_EXCHANGE EINVAL;
 #  - ln -s / readlink; hard links are refused (EPERM);
 #  - chmod, touch -d and stat agree on every mount;
 #  - a 256-byte name gives ENAMETOOLONG, a 255-byte one works.
@@ -98,6 +99,32 @@ teardown() {
         run ls "$m/src"
         assert_output ""
     done
+}
+
+# renameat2 FROM TO FLAGS: prints the errno name of renameat2(2), or OK.
+renameat2() {
+    python3 -c '
+import ctypes, errno, sys
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(),
+                   int(sys.argv[3]))
+print("OK" if r == 0 else errno.errorcode[ctypes.get_errno()])
+' "$@"
+}
+
+@test "renameat2: RENAME_NOREPLACE honoured, RENAME_EXCHANGE refused" {
+    echo a >"$MNT1/a"
+    echo b >"$MNT1/b"
+    run renameat2 "$MNT1/a" "$MNT1/b" 1
+    assert_output EEXIST
+    run renameat2 "$MNT1/a" "$MNT1/b" 2
+    assert_output EINVAL
+    run cat "$MNT2/a" "$MNT2/b"
+    assert_output $'a\nb'
+    run renameat2 "$MNT1/a" "$MNT1/c" 1
+    assert_output OK
+    run cat "$MNT3/c"
+    assert_output a
 }
 
 @test "ln -s, readlink; hard links are refused" {
