@@ -15,7 +15,9 @@
  * without re-checking it:
  *  - a Node has an id of exactly WIRE_ID_LEN bytes and an addr of printable
  *    non-space characters, non-empty, shorter than WIRE_ADDR_MAX, holding
- *    a ':' (addresses are printed in /.chord listings, one per line);
+ *    a ':' (addresses are printed in /.chord listings, one per line); so
+ *    has every FindSucc.avoid entry;
+ *  - OpKind LOOKUP only in a ClientOp, never in a bare KvRequest;
  *  - required sub-messages are present: FindSuccReply.node, Notify.node,
  *    Leave.node, StateReply.self, ClientOp.req; optional ones may be absent
  *    (StateReply.pred, Leave.pred, KvReply.record, ClientOpReply.record and
@@ -173,8 +175,12 @@ static bool record_kind_ok(Chord__RecordKind k)
            (int)k <= CHORD__RECORD_KIND__TOMBSTONE;
 }
 
-static bool op_kind_ok(Chord__OpKind k)
+/* LOOKUP asks a peer where a key lives: only a client may ask it (in a
+ * ClientOp); a KvRequest to a primary is always a storage operation. */
+static bool op_kind_ok(Chord__OpKind k, bool client)
 {
+    if (k == CHORD__OP_KIND__LOOKUP)
+        return client;
     return (int)k >= CHORD__OP_KIND__GET && (int)k <= CHORD__OP_KIND__MEMBERS;
 }
 
@@ -274,9 +280,21 @@ static bool hello_ok(const Chord__Hello *h)
     return h->addr[0] == '\0' || addr_ok(h->addr);
 }
 
-static bool kv_request_ok(const Chord__KvRequest *q)
+static bool kv_request_ok(const Chord__KvRequest *q, bool client)
 {
-    return q && op_kind_ok(q->op) && key_ok(q->key);
+    return q && op_kind_ok(q->op, client) && key_ok(q->key);
+}
+
+/* FindSucc: an id, and at most WIRE_LIST_MAX addresses to route around. */
+static bool find_succ_ok(const Chord__FindSucc *f)
+{
+    if (!id_ok(&f->id) || f->n_avoid > WIRE_LIST_MAX ||
+        (f->n_avoid && !f->avoid))
+        return false;
+    for (size_t i = 0; i < f->n_avoid; i++)
+        if (!addr_ok(f->avoid[i]))
+            return false;
+    return true;
 }
 
 static bool sync_digest_ok(const Chord__SyncDigest *s)
@@ -321,7 +339,7 @@ static bool body_ok(const Chord__Envelope *e, enum body_dir *dir)
         *dir = DIR_BOTH;
         return e->hello && hello_ok(e->hello);
     case CHORD__ENVELOPE__BODY_FIND_SUCC:
-        return e->find_succ && id_ok(&e->find_succ->id);
+        return e->find_succ && find_succ_ok(e->find_succ);
     case CHORD__ENVELOPE__BODY_FIND_SUCC_REPLY:
         *dir = DIR_REPLY;
         return e->find_succ_reply && node_ok(e->find_succ_reply->node);
@@ -345,7 +363,7 @@ static bool body_ok(const Chord__Envelope *e, enum body_dir *dir)
                opt_node_ok(e->leave->pred) &&
                nodes_ok(e->leave->succs, e->leave->n_succs);
     case CHORD__ENVELOPE__BODY_KV_REQUEST:
-        return kv_request_ok(e->kv_request);
+        return kv_request_ok(e->kv_request, false);
     case CHORD__ENVELOPE__BODY_KV_REPLY:
         *dir = DIR_REPLY;
         return e->kv_reply && opt_record_ok(e->kv_reply->record);
@@ -363,7 +381,7 @@ static bool body_ok(const Chord__Envelope *e, enum body_dir *dir)
     case CHORD__ENVELOPE__BODY_FETCH_RECORD:
         return e->fetch_record && key_ok(e->fetch_record->key);
     case CHORD__ENVELOPE__BODY_CLIENT_OP:
-        return e->client_op && kv_request_ok(e->client_op->req);
+        return e->client_op && kv_request_ok(e->client_op->req, true);
     case CHORD__ENVELOPE__BODY_CLIENT_OP_REPLY:
         *dir = DIR_REPLY;
         return e->client_op_reply && client_op_reply_ok(e->client_op_reply);
@@ -407,6 +425,8 @@ static size_t body_elems(const Chord__Envelope *e)
         return e->kv_reply->record ? e->kv_reply->record->n_members : 0;
     case CHORD__ENVELOPE__BODY_REPLICATE:
         return records_elems(e->replicate->records, e->replicate->n_records);
+    case CHORD__ENVELOPE__BODY_FIND_SUCC:
+        return e->find_succ->n_avoid;
     case CHORD__ENVELOPE__BODY_SYNC_DIGEST:
         return e->sync_digest->n_entries;
     case CHORD__ENVELOPE__BODY_SYNC_REPLY:

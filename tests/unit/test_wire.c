@@ -57,6 +57,7 @@ struct fx {
     Chord__DigestEntry *des[2];
     Chord__SyncDigest sd;
     char *want[2];
+    char *avoid[2];
     Chord__SyncReply sy;
     Chord__FetchRecord fr;
     Chord__KvRequest cop_req;
@@ -100,6 +101,10 @@ static void fx_init(struct fx *f)
 
     chord__find_succ__init(&f->fs);
     f->fs.id = f->n[1].id;
+    f->avoid[0] = f->addr[2];
+    f->avoid[1] = f->addr[3];
+    f->fs.n_avoid = 2;
+    f->fs.avoid = f->avoid;
     chord__find_succ_reply__init(&f->fsr);
     f->fsr.done = 1;
     f->fsr.node = &f->n[2];
@@ -1164,13 +1169,55 @@ static void test_enums_closed(void)
     f.rec[1].kind = (Chord__RecordKind)-5;
     CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_REPLICATE)), -EBADMSG);
     fx_init(&f);
-    f.kvq.op = (Chord__OpKind)6;
+    f.kvq.op = (Chord__OpKind)7;
     CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_KV_REQUEST)), -EBADMSG);
     fx_init(&f);
     f.cop_req.op = (Chord__OpKind)100;
     CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_CLIENT_OP)), -EBADMSG);
+    f.cop_req.op = (Chord__OpKind)7;
+    CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_CLIENT_OP)), -EBADMSG);
     f.cop_req.op = CHORD__OP_KIND__MEMBERS;
     CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_CLIENT_OP)), 0);
+}
+
+/* LOOKUP is a client's question, never a storage operation on a primary. */
+static void test_lookup_client_only(void)
+{
+    struct fx f;
+
+    fx_init(&f);
+    f.cop_req.op = CHORD__OP_KIND__LOOKUP;
+    CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_CLIENT_OP)), 0);
+    f.kvq.op = CHORD__OP_KIND__LOOKUP;
+    CHECK_EQ(enc_dec(fx_env(&f, CHORD__ENVELOPE__BODY_KV_REQUEST)), -EBADMSG);
+}
+
+/* FindSucc.avoid: at most WIRE_LIST_MAX entries, each an address. */
+static void test_find_succ_avoid(void)
+{
+    char *many[WIRE_LIST_MAX + 1];
+    char empty[] = "", junk[] = "no-port", ctl[] = "a:1\x7f";
+    Chord__Envelope__BodyCase c = CHORD__ENVELOPE__BODY_FIND_SUCC;
+    struct fx f;
+
+    fx_init(&f);
+    for (int i = 0; i <= WIRE_LIST_MAX; i++)
+        many[i] = f.addr[i % NNODES];
+    f.fs.avoid = many;
+    f.fs.n_avoid = WIRE_LIST_MAX;
+    CHECK_EQ(enc_dec(fx_env(&f, c)), 0);
+    f.fs.n_avoid = WIRE_LIST_MAX + 1;
+    CHECK_EQ(enc_dec(fx_env(&f, c)), -EBADMSG);
+    f.fs.n_avoid = 0;
+    CHECK_EQ(enc_dec(fx_env(&f, c)), 0);
+
+    fx_init(&f);
+    f.avoid[1] = empty;
+    CHECK_EQ(enc_dec(fx_env(&f, c)), -EBADMSG);
+    f.avoid[1] = junk;
+    CHECK_EQ(enc_dec(fx_env(&f, c)), -EBADMSG);
+    f.avoid[1] = ctl;
+    CHECK_EQ(enc_dec(fx_env(&f, c)), -EBADMSG);
 }
 
 /* ------------------------------------------------------ validation: texts */
@@ -1795,6 +1842,8 @@ int main(void)
     RUN(test_members_bounded);
     RUN(test_total_elements_bounded);
     RUN(test_enums_closed);
+    RUN(test_lookup_client_only);
+    RUN(test_find_succ_avoid);
     RUN(test_texts_bounded);
     RUN(test_envelope_body_required);
     RUN(test_envelope_direction);
