@@ -8,11 +8,25 @@
  * peer's operation timeout (--timeout) and an operation stops at its first
  * ring error, no operation hangs when the ring is unreachable.
  *
- * Kernel cache defaults (README.md): entry and attribute timeouts of
- * --attr-timeout (1 s), no negative caching (a name created by another
- * mount is seen at once), keep_cache off (the page cache of a file is
- * dropped on open, which with flush on close gives close-to-open
- * consistency), no writeback cache in the kernel (write-back is ours).
+ * Kernel cache defaults: entry and attribute timeouts of 1 s
+ * (fs_config.attr_timeout_s; -o attr_timeout=/entry_timeout= given by the
+ * user win), no negative caching (a name created by another mount is seen
+ * at once), keep_cache off (the page cache of a file is dropped on open,
+ * which with flush on close gives close-to-open consistency), no writeback
+ * cache in the kernel (write-back is ours, file.c). So another mount sees
+ * a removal or an attribute change within 1 s, and new names at once.
+ *
+ * Chunk size (--chunk-size, default 256 KiB), chosen by measuring a 100 MiB
+ * cp and sha1sum on loopback (2 CPUs, other load present), MiB/s:
+ *                 1 peer write/read     3 peers write/read
+ *     64 KiB        137-350 / 116-188     154-199 / 189-236
+ *    256 KiB        129-169 /  85-299     115-222 / 150-339
+ *      1 MiB        265-316 / 230-283      53-74  / 143-238
+ * 1 MiB wins alone but loses writes by half with replication (three
+ * copies of megabyte frames); 64 KiB is close but makes four times the
+ * keys, records and ring operations per byte. 256 KiB keeps writes and
+ * reads near the best on a real ring, and bounds the read-modify-write of
+ * a small update to a quarter megabyte per replica.
  *
  * What is not supported fails clearly: hard links (EPERM, as link(2)
  * documents for file systems without them), RENAME_EXCHANGE and other
