@@ -7,6 +7,9 @@
 #    as zeros after a regrow, never as the old ones) and `dd seek=` writes
 #    sparse files whose holes read as zeros;
 #  - a file rewritten in the middle keeps the bytes around the rewrite;
+#  - a chunk whose bytes do not match its SHA-1 (replaced in the ring with
+#    chordctl) makes reads fail with EIO and an error line in the log,
+#    never return the bad bytes;
 #  - `du` and `df` work on the mount (df reports the peer's store and the
 #    free space of its data dir's file system).
 
@@ -70,6 +73,52 @@ teardown() {
         conv=notrunc status=none
     run cmp "$MNT3/f" "$BATS_TEST_TMPDIR/orig"
     assert_success
+}
+
+# uuid_of MOUNT PATH: the file's uuid (hex), read from its inode record.
+uuid_of() {
+    ctl fs1 get "meta:$2" | python3 -c '
+import sys
+b = sys.stdin.buffer.read()
+i = 0
+def varint():
+    global i
+    r = s = 0
+    while True:
+        c = b[i]; i += 1; r |= (c & 0x7f) << s; s += 7
+        if c < 0x80:
+            return r
+while i < len(b):
+    k = varint()
+    if k & 7 == 0:
+        varint()
+    elif k & 7 == 2:
+        n = varint(); v = b[i:i + n]; i += n
+        if k >> 3 == 10:
+            print(v.hex())
+    elif k & 7 == 1:
+        i += 8
+    else:
+        i += 4
+'
+}
+
+@test "a chunk that fails its SHA-1 check reads as EIO, never bad bytes" {
+    head -c 100000 /dev/urandom >"$MNT1/victim"
+    uuid=$(uuid_of "$MNT1" /victim)
+    [ ${#uuid} -eq 32 ]
+    # chunk 0 replaced by bytes whose stored SHA-1 is of other bytes
+    python3 -c '
+import hashlib, sys
+data = b"evil bytes"
+sha = hashlib.sha1(b"good bytes").digest()
+sys.stdout.buffer.write(b"\x0a" + bytes([len(data)]) + data +
+                        b"\x12\x14" + sha)' | ctl fs1 put "data:$uuid:0" -
+    run cat "$MNT2/victim"
+    assert_failure
+    assert_output --partial "Input/output error"
+    refute_output --partial "evil"
+    grep -q "SHA-1 mismatch" "$STATE/fs2.log"
 }
 
 @test "du and df on the mount" {
