@@ -2403,11 +2403,36 @@ static void probe_lost(struct dht *d)
             d->lost[i] = d->lost[--d->nlost];
             continue;
         }
-        lookup_start(d, &d->self.id, d->now + (uint64_t)d->cfg.rpc_timeout_ms,
+        lookup_start(d, &d->self.id, d->now + (uint64_t)d->cfg.op_timeout_ms,
                      d->lost[i].n.addr, merge_found,
                      xstrdup(d->lost[i].n.addr));
         return;
     }
+}
+
+/* Interleaved chains. Many peers joining through one peer at once can
+ * leave two chains whose successor pointers skip each other while every
+ * link looks consistent to stabilize (the loopy states of Zave's paper).
+ * Looking ourselves up through a random peer we know, as probe_lost does
+ * for partitions, reveals a closer peer if one exists; it is adopted only
+ * after it answered. */
+static void self_check(struct dht *d)
+{
+    const struct dht_node *cand[DHT_ID_BITS + MAX_SUCC];
+    int n = 0;
+
+    for (int i = 0; i < DHT_ID_BITS; i++)
+        if (d->has_finger[i] && !is_self(d, &d->finger[i]) &&
+            (n == 0 || !node_is(cand[n - 1], &d->finger[i])))
+            cand[n++] = &d->finger[i];
+    for (int i = 1; i < d->nsucc; i++)
+        if (!is_self(d, &d->succ[i]))
+            cand[n++] = &d->succ[i];
+    if (n == 0)
+        return;
+    const struct dht_node *via = cand[rng_next(d) % (uint64_t)n];
+    lookup_start(d, &d->self.id, d->now + (uint64_t)d->cfg.op_timeout_ms,
+                 via->addr, merge_found, xstrdup(via->addr));
 }
 
 static void maintain(struct dht *d)
@@ -2429,6 +2454,7 @@ static void maintain(struct dht *d)
         keylist_free(&kl);
     }
     probe_lost(d);
+    self_check(d);
     if (d->has_pred && d->npreds >= d->cfg.replicas) {
         struct keylist kl = {.max = STRAY_PER_PASS};
         /* (self, R-th pred] is everything we are not responsible for. */
@@ -2454,6 +2480,9 @@ static void maintain(struct dht *d)
 
 /* ---------------------------------------------------------- join / leave */
 
+static void join_probed(struct dht *d, void *ctx, const Chord__Envelope *rep,
+                        int err);
+
 static void join_found(struct dht *d, void *ctx, int err,
                        const struct dht_node *s, int hops)
 {
@@ -2477,8 +2506,34 @@ static void join_found(struct dht *d, void *ctx, int err,
             d->join_done(d->join_arg, err, d->why);
         return;
     }
-    d->succ[0] = *s;
-    d->nsucc = 1;
+    /* (sim engineer) The lookup's answer may name a successor that died
+     * before the bootstrap noticed; adopting it stranded the new peer as a
+     * ring of one (docs/core-bugs.md #5). Probe it first: join_probed()
+     * adopts it with its list, or retries the join. */
+    struct dht_node *probe = xmalloc(sizeof *probe);
+    *probe = *s;
+    Chord__Envelope env = CHORD__ENVELOPE__INIT;
+    Chord__GetState gs = CHORD__GET_STATE__INIT;
+    env.body_case = CHORD__ENVELOPE__BODY_GET_STATE;
+    env.get_state = &gs;
+    rpc_call(d, probe->addr, &env, join_probed, probe);
+}
+
+static void join_probed(struct dht *d, void *ctx, const Chord__Envelope *rep,
+                        int err)
+{
+    struct dht_node *s = ctx;
+
+    if (d->state != ST_JOINING) {
+        free(s);
+        return;
+    }
+    if (err || !rep || rep->body_case != CHORD__ENVELOPE__BODY_STATE_REPLY) {
+        free(s);
+        join_found(d, NULL, err ? err : -EPROTO, NULL, 0);
+        return;
+    }
+    set_succs(d, s, rep->state_reply->succs, rep->state_reply->n_succs);
     d->state = ST_JOINED;
     d->t_join = 0;
     d->fresh_until = d->now + 3 * (uint64_t)d->cfg.maintain_ms;
@@ -2488,6 +2543,7 @@ static void join_found(struct dht *d, void *ctx, int err,
     d->t_maintain = d->now + (uint64_t)d->cfg.maintain_ms;
     log_info("core", d->tag, "joined through %s; successor %s", d->bootstrap,
              s->addr);
+    free(s);
     if (d->join_done)
         d->join_done(d->join_arg, 0, NULL);
 }
