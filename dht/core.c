@@ -200,7 +200,9 @@ struct dht {
 
     dht_join_fn *leave_done;
     void *leave_arg;
-    int leave_pending;
+    int leave_pending;    /* hand-off messages unanswered */
+    int leave_target;     /* index in succ[] being handed our keys */
+    bool leave_failed;    /* one of them was refused or timed out */
     uint64_t leave_deadline;
 
     bool closing; /* dht_core_free: fail RPCs at once, send nothing */
@@ -2092,6 +2094,12 @@ static void handle_replicate(struct dht *d, uint64_t conn, uint64_t req_id,
 {
     int failed = 0;
 
+    if (d->state == ST_LEAVING) {
+        /* We are going: the sender must pick the next peer. */
+        reply_status(d, conn, req_id, CHORD__STATUS__UNAVAILABLE, "leaving");
+        return;
+    }
+
     for (size_t i = 0; i < rp->n_records; i++) {
         int rc = rec_merge(d, rp->records[i]);
         if (rc < 0)
@@ -2596,16 +2604,86 @@ static void leave_finish(struct dht *d, int err)
         d->leave_done(d->leave_arg, err, err ? "leave timed out" : NULL);
 }
 
+/* Build the Leave message (who we are, our predecessor and successors). */
+static void send_leave(struct dht *d, const char *to, rpc_fn *fn)
+{
+    Chord__Envelope env = CHORD__ENVELOPE__INIT;
+    Chord__Leave lv = CHORD__LEAVE__INIT;
+    Chord__Node me, pp, sl[MAX_SUCC];
+    Chord__Node *sp[MAX_SUCC];
+
+    node_to_pb(&d->self, &me);
+    lv.node = &me;
+    if (d->has_pred) {
+        node_to_pb(&d->pred, &pp);
+        lv.pred = &pp;
+    }
+    for (int i = 0; i < d->nsucc; i++) {
+        node_to_pb(&d->succ[i], &sl[i]);
+        sp[i] = &sl[i];
+    }
+    lv.succs = sp;
+    lv.n_succs = (size_t)d->nsucc;
+    env.body_case = CHORD__ENVELOPE__BODY_LEAVE;
+    env.leave = &lv;
+    rpc_call(d, to, &env, fn, NULL);
+}
+
+static void leave_try(struct dht *d);
+
 static void leave_acked(struct dht *d, void *ctx, const Chord__Envelope *rep,
                         int err)
 {
     (void)ctx;
     (void)rep;
-    if (err)
-        log_warn("core", d->tag, "leave step not acknowledged: %s",
-                 strerror(-err));
-    if (--d->leave_pending == 0)
+    if (d->state != ST_LEAVING)
+        return;
+    if (err) {
+        log_warn("core", d->tag, "hand-off to %s not acknowledged: %s",
+                 d->succ[d->leave_target].addr, strerror(-err));
+        d->leave_failed = true;
+    }
+    if (--d->leave_pending > 0)
+        return;
+    if (!d->leave_failed) {
         leave_finish(d, 0);
+        return;
+    }
+    /* That successor is gone or leaving too: hand everything to the next
+     * one, so R adjacent peers leaving at once lose nothing. */
+    d->leave_target++;
+    leave_try(d);
+}
+
+/* Push every key we hold (replica copies too: when the R holders of a key
+ * leave together each must pass it on) and the Leave message to the
+ * successor leave_target; maintenance there drops what it need not keep. */
+static void leave_try(struct dht *d)
+{
+    struct keylist kl = {0};
+
+    while (d->leave_target < d->nsucc &&
+           is_self(d, &d->succ[d->leave_target]))
+        d->leave_target++;
+    if (d->leave_target >= d->nsucc) {
+        log_error("core", d->tag,
+                  "no successor acknowledged our hand-off; keys not "
+                  "replicated elsewhere may be lost");
+        leave_finish(d, -EHOSTUNREACH);
+        return;
+    }
+    const struct dht_node *s = &d->succ[d->leave_target];
+    dht_store_range(d->store, &d->self.id, &d->self.id, collect_keys, &kl);
+    log_info("core", d->tag, "leaving: handing %zu keys to %s", kl.n,
+             s->addr);
+    d->leave_failed = false;
+    d->leave_pending = 1; /* released below, after everything is sent */
+    d->leave_pending += push_records(d, s->addr, kl.keys, kl.n, true,
+                                     leave_acked, NULL, NULL);
+    keylist_free(&kl);
+    send_leave(d, s->addr, leave_acked);
+    d->leave_pending++;
+    leave_acked(d, NULL, NULL, 0);
 }
 
 int dht_core_leave(struct dht *d, uint64_t now_ms, dht_join_fn *done,
@@ -2622,51 +2700,16 @@ int dht_core_leave(struct dht *d, uint64_t now_ms, dht_join_fn *done,
     d->leave_done = done;
     d->leave_arg = arg;
     d->leave_deadline = now_ms + (uint64_t)d->cfg.op_timeout_ms;
-    d->leave_pending = 1; /* released below, after everything is sent */
-    if (!alone(d)) {
-        const struct dht_node *s = first_succ(d);
-        struct keylist kl = {0};
-        /* (sim engineer) Everything we hold goes to the successor first,
-         * replica copies too: when the R holders of a key leave at once,
-         * each pushing only its own range stranded the key on the leaving
-         * successor (docs/core-bugs.md #3). Maintenance drops what the
-         * successor does not need. */
-        dht_store_range(d->store, &d->self.id, &d->self.id, collect_keys,
-                        &kl);
-        log_info("core", d->tag, "leaving: handing %zu keys to %s", kl.n,
-                 s->addr);
-        d->leave_pending += push_records(d, s->addr, kl.keys, kl.n, true,
-                                         leave_acked, NULL, NULL);
-        keylist_free(&kl);
-
-        Chord__Envelope env = CHORD__ENVELOPE__INIT;
-        Chord__Leave lv = CHORD__LEAVE__INIT;
-        Chord__Node me, pp, sl[MAX_SUCC];
-        Chord__Node *sp[MAX_SUCC];
-        node_to_pb(&d->self, &me);
-        lv.node = &me;
-        if (d->has_pred) {
-            node_to_pb(&d->pred, &pp);
-            lv.pred = &pp;
-        }
-        for (int i = 0; i < d->nsucc; i++) {
-            node_to_pb(&d->succ[i], &sl[i]);
-            sp[i] = &sl[i];
-        }
-        lv.succs = sp;
-        lv.n_succs = (size_t)d->nsucc;
-        env.body_case = CHORD__ENVELOPE__BODY_LEAVE;
-        env.leave = &lv;
-        rpc_call(d, s->addr, &env, leave_acked, NULL);
-        d->leave_pending++;
-        if (d->has_pred && !is_self(d, &d->pred) &&
-            strcmp(d->pred.addr, s->addr) != 0) {
-            rpc_call(d, d->pred.addr, &env, leave_acked, NULL);
-            d->leave_pending++;
-        }
-    }
-    if (--d->leave_pending == 0)
+    if (alone(d)) {
         leave_finish(d, 0);
+        return 0;
+    }
+    /* The predecessor learns whom to link to; it does not gate leaving. */
+    if (d->has_pred && !is_self(d, &d->pred) &&
+        strcmp(d->pred.addr, d->succ[0].addr) != 0)
+        send_leave(d, d->pred.addr, notify_reply);
+    d->leave_target = 0;
+    leave_try(d);
     return 0;
 }
 
@@ -2678,6 +2721,10 @@ static void handle_leave(struct dht *d, uint64_t conn, uint64_t req_id,
     Chord__Ack ack = CHORD__ACK__INIT;
 
     node_from_pb(lv->node, &who);
+    if (d->state == ST_LEAVING) {
+        reply_status(d, conn, req_id, CHORD__STATUS__UNAVAILABLE, "leaving");
+        return;
+    }
     log_info("core", d->tag, "%s is leaving", who.addr);
     if (d->state == ST_JOINED) {
         if (d->has_pred && strcmp(d->pred.addr, who.addr) == 0) {
