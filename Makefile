@@ -30,7 +30,7 @@ ifeq ($(WERROR),1)
 WARN    += -Werror
 endif
 DEFS    := -D_GNU_SOURCE -DFUSE_USE_VERSION=31
-INCS    := -I. -I$(B)/gen/proto
+INCS    := -I. -I$(B)/gen -I$(B)/gen/proto
 CFLAGS_ALL := -std=c17 -g $(OPT) $(WARN) $(DEFS) $(INCS) $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(OPT) $(LDFLAGS)
 LIBS    := $(PKG_LIBS) -lpthread -lm
