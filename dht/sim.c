@@ -251,16 +251,34 @@ static void set_state(struct sim_peer *p, enum peer_state st)
     p->state = st;
 }
 
-/* "10.0.X.Y:7000" -> index, or -1. */
-static int addr_index(const struct dht_sim *s, const char *addr)
+/* Parse a decimal number of 1-5 digits at *p, advancing it; -1 if none. */
+static long parse_num(const char **p)
 {
-    unsigned x, y, port;
+    long v = 0;
     int n = 0;
 
-    if (sscanf(addr, "10.0.%u.%u:%u%n", &x, &y, &port, &n) != 3 ||
-        addr[n] != '\0' || x > 255 || y > 255 || port != SIM_PORT)
+    while (**p >= '0' && **p <= '9' && n < 6) {
+        v = v * 10 + (**p - '0');
+        (*p)++;
+        n++;
+    }
+    return n == 0 || n > 5 ? -1 : v;
+}
+
+/* "10.0.X.Y:7000" -> index, or -1. Hand-parsed: this runs for every
+ * message, and sscanf showed up in profiles. */
+static int addr_index(const struct dht_sim *s, const char *addr)
+{
+    const char *p = addr;
+    long x, y, port;
+
+    if (strncmp(p, "10.0.", 5) != 0)
         return -1;
-    if ((int)(x * 256 + y) >= s->npeers)
+    p += 5;
+    if ((x = parse_num(&p)) < 0 || *p++ != '.' || (y = parse_num(&p)) < 0 ||
+        *p++ != ':' || (port = parse_num(&p)) < 0 || *p != '\0')
+        return -1;
+    if (x > 255 || y > 255 || port != SIM_PORT || x * 256 + y >= s->npeers)
         return -1;
     return (int)(x * 256 + y);
 }
