@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dht/dht-int.h"
 #include "tests/unit/testhelp.h"
@@ -714,6 +715,66 @@ static void test_sim_deterministic(void)
     CHECK(a != c);
 }
 
+/* Run the chordsim next to this test binary (build/chordsim) with args;
+ * its stdout into buf. Returns its exit status, or -1 if it is not there. */
+static int run_chordsim(const char *args, char *buf, size_t len)
+{
+    char exe[4096], cmd[8192];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash;
+    FILE *f;
+    size_t got;
+
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    /* build/tests/test_sim -> build/chordsim */
+    if (!(slash = strrchr(exe, '/')))
+        return -1;
+    *slash = '\0';
+    if (!(slash = strrchr(exe, '/')))
+        return -1;
+    *slash = '\0';
+    snprintf(cmd, sizeof cmd, "%s/chordsim", exe);
+    if (access(cmd, X_OK) != 0)
+        return -1;
+    snprintf(cmd, sizeof cmd, "%s/chordsim %s 2>/dev/null", exe, args);
+    if (!(f = popen(cmd, "r")))
+        return -1;
+    got = fread(buf, 1, len - 1, f);
+    buf[got] = '\0';
+    return pclose(f);
+}
+
+/* chordsim: the same seed gives byte-identical --deterministic output,
+ * which leaves out wall_ms and rss_bytes; another seed differs. */
+static void test_sim_chordsim_deterministic(void)
+{
+    static char a[8192], b[8192], c[8192], d[8192];
+    const char *base = "--peers 60 --keys 200 --lookups 300 --replicas 3 "
+                       "--crash 0.1 --churn 60 --duration 20 --json";
+    char args[512];
+
+    snprintf(args, sizeof args, "%s --seed 5 --deterministic", base);
+    if (run_chordsim(args, a, sizeof a) == -1) {
+        printf("# chordsim not built: skipped\n");
+        return;
+    }
+    CHECK_EQ(run_chordsim(args, b, sizeof b), 0);
+    CHECK(strlen(a) > 100);
+    CHECK(strcmp(a, b) == 0);
+    CHECK(strstr(a, "\"hops_mean\"") && strstr(a, "\"keys_lost\""));
+    CHECK(!strstr(a, "wall_ms") && !strstr(a, "rss_bytes"));
+    snprintf(args, sizeof args, "%s --seed 6 --deterministic", base);
+    CHECK_EQ(run_chordsim(args, c, sizeof c), 0);
+    CHECK(strcmp(a, c) != 0);
+    snprintf(args, sizeof args, "%s --seed 5", base);
+    CHECK_EQ(run_chordsim(args, d, sizeof d), 0);
+    CHECK(strstr(d, "\"wall_ms\"") && strstr(d, "\"rss_bytes\""));
+    /* Bad options are refused with status 2. */
+    CHECK(run_chordsim("--peers nope", d, sizeof d) != 0);
+}
+
 int main(int argc, char **argv)
 {
     /* Optional argument: run only tests whose name contains it. */
@@ -728,6 +789,7 @@ int main(int argc, char **argv)
     T(test_sim_oracle_sees_crash);
     T(test_sim_single_peer);
     T(test_sim_deterministic);
+    T(test_sim_chordsim_deterministic);
     T(test_sim_concurrent_joins);
     T(test_sim_crash_adjacent);
     T(test_sim_crash_one_by_one);
