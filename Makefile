@@ -85,6 +85,8 @@ $(B)/tests/%: $(B)/tests/unit/%.o $(B)/libfs.a $(B)/libdht.a $(B)/libproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
+.SECONDARY:
+
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # ------------------------------------------------------------------- testing
