@@ -61,8 +61,8 @@
 #define MAX_PREDS        16
 #define MAX_AVOID        16
 #define LOOKUP_MAX_STEPS 64
-#define SYNC_PAGE        256             /* digest entries per page */
-#define BATCH_BYTES      (4u << 20)      /* records per Replicate message */
+#define SYNC_PAGE        256        /* digest entries per page */
+#define BATCH_BYTES      (4u << 20) /* records per Replicate message */
 #define STRAY_PER_PASS   128
 #define RPC_BUCKETS      64
 #define SET_MAX_BYTES    (WIRE_MAX_FRAME - (64u << 10))
@@ -80,9 +80,9 @@ typedef void rpc_fn(struct dht *d, void *ctx, const Chord__Envelope *rep,
                     int err);
 
 struct rpc {
-    struct rpc *next;     /* hash chain */
+    struct rpc *next; /* hash chain */
     uint64_t id;
-    uint64_t deadline;    /* ms, driver clock */
+    uint64_t deadline; /* ms, driver clock */
     char addr[DHT_ADDR_MAX];
     rpc_fn *fn;
     void *ctx;
@@ -95,9 +95,9 @@ struct lookup {
     struct dht_id target;
     lookup_fn *fn;
     void *ctx;
-    int hops;             /* FindSucc RPCs answered */
-    int steps;            /* RPCs sent */
-    bool joining;         /* first hop is `via`; do not use our table */
+    int hops;     /* FindSucc RPCs answered */
+    int steps;    /* RPCs sent */
+    bool joining; /* first hop is `via`; do not use our table */
     char via[DHT_ADDR_MAX];
     int navoid;
     char avoid[MAX_AVOID][DHT_ADDR_MAX];
@@ -119,7 +119,7 @@ struct op {
     size_t len;
     uint64_t expected;
     uint64_t deadline;
-    uint64_t retry_at;    /* 0: not waiting to retry */
+    uint64_t retry_at; /* 0: not waiting to retry */
     int attempts;
     int last_err;
     dht_done_fn *done;
@@ -145,13 +145,13 @@ struct kvjob {
     size_t len;
     bool has_expected;
     uint64_t expected;
-    bool remote;          /* reply on conn/req_id; else complete op */
+    bool remote; /* reply on conn/req_id; else complete op */
     uint64_t conn, req_id;
     struct op *op;
-    int acks;             /* replica acknowledgements outstanding */
+    int acks; /* replica acknowledgements outstanding */
     bool fetched;
     int err;
-    Chord__Record *res;   /* owned result */
+    Chord__Record *res; /* owned result */
 };
 
 struct dht {
@@ -159,9 +159,9 @@ struct dht {
     struct dht_io io;
     struct dht_store *store;
     struct dht_node self;
-    char tag[9];          /* short hex id for log lines */
+    char tag[9]; /* short hex id for log lines */
     enum state state;
-    uint64_t now;         /* time of the current call, ms */
+    uint64_t now; /* time of the current call, ms */
     uint64_t rng;
 
     struct dht_node succ[MAX_SUCC];
@@ -175,14 +175,14 @@ struct dht {
     int next_finger;
 
     bool stabilizing, fixing, checking; /* one round in flight each */
-    int succ_fails;       /* consecutive silent stabilize rounds */
-    int pred_fails;       /* consecutive silent predecessor checks */
-    struct lost_node {    /* peers we lost: probed to merge partitions */
+    int succ_fails;    /* consecutive silent stabilize rounds */
+    int pred_fails;    /* consecutive silent predecessor checks */
+    struct lost_node { /* peers we lost: probed to merge partitions */
         struct dht_node n;
-        uint64_t when;    /* ms it was lost */
+        uint64_t when; /* ms it was lost */
     } lost[MAX_LOST];
     int nlost, lost_next;
-    int maintaining;                    /* sync/stray RPCs in flight */
+    int maintaining; /* sync/stray RPCs in flight */
     uint64_t t_stabilize, t_fix, t_check, t_maintain, t_join;
     uint64_t fresh_until; /* fetch-through window end */
 
@@ -200,9 +200,9 @@ struct dht {
 
     dht_join_fn *leave_done;
     void *leave_arg;
-    int leave_pending;    /* hand-off messages unanswered */
-    int leave_target;     /* index in succ[] being handed our keys */
-    bool leave_failed;    /* one of them was refused or timed out */
+    int leave_pending; /* hand-off messages unanswered */
+    int leave_target;  /* index in succ[] being handed our keys */
+    bool leave_failed; /* one of them was refused or timed out */
     uint64_t leave_deadline;
 
     bool closing; /* dht_core_free: fail RPCs at once, send nothing */
@@ -222,8 +222,8 @@ static uint64_t rng_next(struct dht *d)
 
 static uint64_t jitter(struct dht *d, int period)
 {
-    uint64_t j = d->cfg.jitter_ms > 0 ? rng_next(d) % (uint64_t)d->cfg.jitter_ms
-                                      : 0;
+    uint64_t j =
+        d->cfg.jitter_ms > 0 ? rng_next(d) % (uint64_t)d->cfg.jitter_ms : 0;
     return (uint64_t)period + j;
 }
 
@@ -423,8 +423,8 @@ static void rpc_expire(struct dht *d, const char *addr, int err)
         struct rpc **pp = &d->rpcs[b];
         while (*pp) {
             struct rpc *r = *pp;
-            bool hit = addr ? strcmp(r->addr, addr) == 0
-                            : r->deadline <= d->now;
+            bool hit =
+                addr ? strcmp(r->addr, addr) == 0 : r->deadline <= d->now;
             if (hit) {
                 *pp = r->next;
                 d->nrpcs--;
@@ -608,8 +608,8 @@ static void remove_succ(struct dht *d, const char *addr)
             remember_lost(d, &b);
         }
     }
-    log_info("core", d->tag, "dropped successor %s; successor is now %s",
-             addr, d->succ[0].addr);
+    log_info("core", d->tag, "dropped successor %s; successor is now %s", addr,
+             d->succ[0].addr);
 }
 
 /* A peer did not answer: stop routing through it. The successor list is
@@ -626,8 +626,7 @@ static void forget_node(struct dht *d, const char *addr)
 
 /* Version and kind of a packed record without unpacking it: protobuf-c
  * writes fields in number order, key (1), version (2), kind (3), ... */
-static int rec_peek(const uint8_t *p, size_t len, uint64_t *version,
-                    int *kind)
+static int rec_peek(const uint8_t *p, size_t len, uint64_t *version, int *kind)
 {
     size_t i = 0;
 
@@ -816,9 +815,9 @@ static void keylist_free(struct keylist *kl)
 /* Push the records named by keys to addr in Replicate messages of at most
  * BATCH_BYTES; fn(ctx) is called once per message sent (ctx refcounting
  * is the caller's). Returns the number of messages sent. */
-static int push_records(struct dht *d, const char *addr, char **keys,
-                        size_t n, bool handoff, rpc_fn *fn,
-                        void *(*ctx_ref)(void *), void *ctx)
+static int push_records(struct dht *d, const char *addr, char **keys, size_t n,
+                        bool handoff, rpc_fn *fn, void *(*ctx_ref)(void *),
+                        void *ctx)
 {
     Chord__Record **recs = NULL;
     size_t nrec = 0, bytes = 0;
@@ -833,8 +832,8 @@ static int push_records(struct dht *d, const char *addr, char **keys,
                 continue;
         }
         size_t rlen = r ? chord__record__get_packed_size(r) : 0;
-        if (nrec && (!r || bytes + rlen > BATCH_BYTES ||
-                     nrec >= WIRE_BATCH_MAX)) {
+        if (nrec &&
+            (!r || bytes + rlen > BATCH_BYTES || nrec >= WIRE_BATCH_MAX)) {
             Chord__Envelope env = CHORD__ENVELOPE__INIT;
             Chord__Replicate rep = CHORD__REPLICATE__INIT;
             rep.records = recs;
@@ -883,7 +882,8 @@ static void lookup_reply(struct dht *d, void *ctx, const Chord__Envelope *rep,
 {
     struct lookup *lk = ctx;
 
-    if (err || !rep || rep->body_case != CHORD__ENVELOPE__BODY_FIND_SUCC_REPLY) {
+    if (err || !rep ||
+        rep->body_case != CHORD__ENVELOPE__BODY_FIND_SUCC_REPLY) {
         if (lk->joining && lk->steps <= 1) {
             lookup_finish(d, lk, err ? err : -EPROTO, NULL);
             return;
@@ -950,8 +950,8 @@ static void lookup_next(struct dht *d, struct lookup *lk,
                 lookup_finish(d, lk, 0, &d->self);
                 return;
             }
-            if (d->has_pred && dht_id_in_oc(&lk->target, &d->pred.id,
-                                            &d->self.id)) {
+            if (d->has_pred &&
+                dht_id_in_oc(&lk->target, &d->pred.id, &d->self.id)) {
                 lookup_finish(d, lk, 0, &d->self);
                 return;
             }
@@ -1017,8 +1017,7 @@ static void handle_find_succ(struct dht *d, uint64_t conn, uint64_t req_id,
     const struct dht_node *ans = NULL;
 
     if (d->state != ST_JOINED && d->state != ST_LEAVING) {
-        reply_status(d, conn, req_id, CHORD__STATUS__UNAVAILABLE,
-                     "not joined");
+        reply_status(d, conn, req_id, CHORD__STATUS__UNAVAILABLE, "not joined");
         return;
     }
     memcpy(target.b, fs->id.data, DHT_ID_LEN);
@@ -1128,11 +1127,11 @@ static void send_notify(struct dht *d, const struct dht_node *to)
 }
 
 struct stab_ctx {
-    struct dht_node asked;  /* the successor we asked */
-    struct dht_node probe;  /* its closer predecessor, being probed */
-    Chord__StateReply *st;  /* the successor's reply (owned copy) */
+    struct dht_node asked; /* the successor we asked */
+    struct dht_node probe; /* its closer predecessor, being probed */
+    Chord__StateReply *st; /* the successor's reply (owned copy) */
     uint8_t *st_buf;
-    int walked;             /* closer peers adopted this round (sim eng.) */
+    int walked; /* closer peers adopted this round (sim eng.) */
 };
 
 static void stab_done(struct dht *d, struct stab_ctx *sc)
@@ -1351,9 +1350,8 @@ static void check_pred_reply(struct dht *d, void *ctx,
     d->pred_fails = 0;
     int k = 1;
     d->preds[0] = d->pred;
-    for (size_t i = 0; i < p->n_preds && k < MAX_PREDS &&
-                       k < d->cfg.replicas + 1;
-         i++) {
+    for (size_t i = 0;
+         i < p->n_preds && k < MAX_PREDS && k < d->cfg.replicas + 1; i++) {
         struct dht_node x;
         node_from_pb(p->preds[i], &x);
         if (is_self(d, &x))
@@ -1540,8 +1538,8 @@ static void op_kv_reply(struct dht *d, void *ctx, const Chord__Envelope *rep,
     op_unref(op);
 }
 
-static void op_state_reply(struct dht *d, void *ctx,
-                           const Chord__Envelope *rep, int err)
+static void op_state_reply(struct dht *d, void *ctx, const Chord__Envelope *rep,
+                           int err)
 {
     struct op *op = ctx;
 
@@ -1556,8 +1554,7 @@ static void op_state_reply(struct dht *d, void *ctx,
                                op->nrep < d->cfg.replicas - 1;
                  i++) {
                 node_from_pb(st->succs[i], &op->replicas[op->nrep]);
-                if (strcmp(op->replicas[op->nrep].addr, op->primary.addr) ==
-                    0)
+                if (strcmp(op->replicas[op->nrep].addr, op->primary.addr) == 0)
                     break;
                 op->nrep++;
             }
@@ -1765,8 +1762,8 @@ int dht_core_op(struct dht *d, const struct dht_op *o, uint64_t now_ms,
     op->done = done;
     op->arg = arg;
     op->deadline =
-        now_ms + (uint64_t)(o->timeout_ms > 0 ? o->timeout_ms
-                                              : d->cfg.op_timeout_ms);
+        now_ms +
+        (uint64_t)(o->timeout_ms > 0 ? o->timeout_ms : d->cfg.op_timeout_ms);
     op->next = d->ops;
     if (d->ops)
         d->ops->prev = op;
@@ -2159,8 +2156,8 @@ static void sync_reply(struct dht *d, void *ctx, const Chord__Envelope *rep,
             if (rec_merge(d, sr->records[i]) > 0)
                 d->stats.repaired++;
         if (sr->n_want) {
-            int n = push_records(d, sc->peer.addr, sr->want, sr->n_want,
-                                 false, sync_push_reply, sync_ref, sc);
+            int n = push_records(d, sc->peer.addr, sr->want, sr->n_want, false,
+                                 sync_push_reply, sync_ref, sc);
             d->maintaining += n;
         }
     }
@@ -2455,8 +2452,7 @@ static void maintain(struct dht *d)
         const struct dht_node *targets[MAX_SUCC];
         int n = replica_targets(d, targets);
         struct keylist kl = {0};
-        dht_store_range(d->store, &d->pred.id, &d->self.id, collect_keys,
-                        &kl);
+        dht_store_range(d->store, &d->pred.id, &d->self.id, collect_keys, &kl);
         for (int i = 0; i < n; i++)
             sync_with(d, targets[i], &kl);
         keylist_free(&kl);
@@ -2478,9 +2474,8 @@ static void maintain(struct dht *d)
                 continue;
             }
             d->maintaining++;
-            lookup_start(d, &st->kid,
-                         d->now + (uint64_t)d->cfg.op_timeout_ms, NULL,
-                         stray_found, st);
+            lookup_start(d, &st->kid, d->now + (uint64_t)d->cfg.op_timeout_ms,
+                         NULL, stray_found, st);
         }
         keylist_free(&kl);
     }
@@ -2500,8 +2495,7 @@ static void join_found(struct dht *d, void *ctx, int err,
         return;
     if (err) {
         d->join_err = err;
-        if (d->now + 500 < d->join_deadline &&
-            err != -ECONNREFUSED) {
+        if (d->now + 500 < d->join_deadline && err != -ECONNREFUSED) {
             d->t_join = d->now + 500;
             return;
         }
@@ -2599,7 +2593,8 @@ static void leave_finish(struct dht *d, int err)
     if (d->state != ST_LEAVING)
         return;
     d->state = ST_LEFT;
-    log_info("core", d->tag, "left the ring%s", err ? " (not acknowledged)" : "");
+    log_info("core", d->tag, "left the ring%s",
+             err ? " (not acknowledged)" : "");
     if (d->leave_done)
         d->leave_done(d->leave_arg, err, err ? "leave timed out" : NULL);
 }
@@ -2662,8 +2657,7 @@ static void leave_try(struct dht *d)
 {
     struct keylist kl = {0};
 
-    while (d->leave_target < d->nsucc &&
-           is_self(d, &d->succ[d->leave_target]))
+    while (d->leave_target < d->nsucc && is_self(d, &d->succ[d->leave_target]))
         d->leave_target++;
     if (d->leave_target >= d->nsucc) {
         log_error("core", d->tag,
@@ -2674,20 +2668,18 @@ static void leave_try(struct dht *d)
     }
     const struct dht_node *s = &d->succ[d->leave_target];
     dht_store_range(d->store, &d->self.id, &d->self.id, collect_keys, &kl);
-    log_info("core", d->tag, "leaving: handing %zu keys to %s", kl.n,
-             s->addr);
+    log_info("core", d->tag, "leaving: handing %zu keys to %s", kl.n, s->addr);
     d->leave_failed = false;
     d->leave_pending = 1; /* released below, after everything is sent */
-    d->leave_pending += push_records(d, s->addr, kl.keys, kl.n, true,
-                                     leave_acked, NULL, NULL);
+    d->leave_pending +=
+        push_records(d, s->addr, kl.keys, kl.n, true, leave_acked, NULL, NULL);
     keylist_free(&kl);
     send_leave(d, s->addr, leave_acked);
     d->leave_pending++;
     leave_acked(d, NULL, NULL, 0);
 }
 
-int dht_core_leave(struct dht *d, uint64_t now_ms, dht_join_fn *done,
-                   void *arg)
+int dht_core_leave(struct dht *d, uint64_t now_ms, dht_join_fn *done, void *arg)
 {
     d->now = now_ms;
     if (d->state != ST_JOINED) {
@@ -2830,8 +2822,8 @@ static void client_done(void *arg, const struct dht_result *res)
         rptr[i] = &reps[i];
     }
     cr.replicas = rptr;
-    cr.n_replicas = (size_t)(res->n_replicas < MAX_SUCC ? res->n_replicas
-                                                         : MAX_SUCC);
+    cr.n_replicas =
+        (size_t)(res->n_replicas < MAX_SUCC ? res->n_replicas : MAX_SUCC);
     env.body_case = CHORD__ENVELOPE__BODY_CLIENT_OP_REPLY;
     env.client_op_reply = &cr;
     reply_env(d, cc->conn, cc->req_id, &env);
@@ -2889,8 +2881,7 @@ static void handle_client_op(struct dht *d, uint64_t conn, uint64_t req_id,
     if (rc < 0) {
         free(cc->key);
         free(cc);
-        reply_status(d, conn, req_id, wire_errno_to_status(rc),
-                     strerror(-rc));
+        reply_status(d, conn, req_id, wire_errno_to_status(rc), strerror(-rc));
     }
 }
 
@@ -2937,8 +2928,7 @@ static void client_leave_done(void *arg, int err, const char *msg)
         d->io.stopped(d->io.arg);
 }
 
-static void handle_leave_request(struct dht *d, uint64_t conn,
-                                 uint64_t req_id)
+static void handle_leave_request(struct dht *d, uint64_t conn, uint64_t req_id)
 {
     Chord__Envelope env = CHORD__ENVELOPE__INIT;
     Chord__Ack ack = CHORD__ACK__INIT;
@@ -3075,9 +3065,8 @@ int dht_core_tick(struct dht *d, uint64_t now_ms)
         if (!op->finished) {
             if (now_ms >= op->deadline)
                 op_finish(d, op,
-                          op->last_err && op->last_err != -EAGAIN
-                              ? op->last_err
-                              : -ETIMEDOUT,
+                          op->last_err && op->last_err != -EAGAIN ? op->last_err
+                                                                  : -ETIMEDOUT,
                           NULL);
             else
                 op_attempt(d, op);
@@ -3176,13 +3165,12 @@ struct dht *dht_core_new(const struct dht_config *cfg, const struct dht_io *io,
         dht_id_of(cfg->addr, &d->self.id);
     short_hex(&d->self.id, d->tag);
     d->tag[6] = '\0';
-    d->rng = cfg->seed ^ ((uint64_t)d->self.id.b[0] << 56 |
-                          (uint64_t)d->self.id.b[1] << 48 |
-                          (uint64_t)d->self.id.b[2] << 40 |
-                          (uint64_t)d->self.id.b[3] << 32 |
-                          (uint64_t)d->self.id.b[4] << 24 |
-                          (uint64_t)d->self.id.b[5] << 16 |
-                          (uint64_t)d->self.id.b[6] << 8 | d->self.id.b[7]);
+    d->rng =
+        cfg->seed ^
+        ((uint64_t)d->self.id.b[0] << 56 | (uint64_t)d->self.id.b[1] << 48 |
+         (uint64_t)d->self.id.b[2] << 40 | (uint64_t)d->self.id.b[3] << 32 |
+         (uint64_t)d->self.id.b[4] << 24 | (uint64_t)d->self.id.b[5] << 16 |
+         (uint64_t)d->self.id.b[6] << 8 | d->self.id.b[7]);
     d->succ[0] = d->self;
     d->nsucc = 1;
     d->state = ST_NEW;
@@ -3266,9 +3254,8 @@ int dht_core_check_hello(const struct dht *d, const Chord__Hello *h,
     static _Thread_local char why[256];
 
     if (h->version != WIRE_PROTOCOL_VERSION) {
-        snprintf(why, sizeof why,
-                 "protocol version %u is not ours (%u)", h->version,
-                 WIRE_PROTOCOL_VERSION);
+        snprintf(why, sizeof why, "protocol version %u is not ours (%u)",
+                 h->version, WIRE_PROTOCOL_VERSION);
         *why_out = why;
         return -EPROTO;
     }
@@ -3368,8 +3355,8 @@ int dht_core_info(struct dht *d, const char *what, uint64_t now_ms,
             char shex[2 * DHT_ID_LEN + 1];
             dht_id_add_pow2(&d->self.id, i, &start);
             dht_id_hex(&start, shex);
-            const struct dht_node *f = d->has_finger[i] ? &d->finger[i]
-                                                        : &d->succ[0];
+            const struct dht_node *f =
+                d->has_finger[i] ? &d->finger[i] : &d->succ[0];
             if (!d->has_finger[i] && i > 0)
                 continue;
             dht_id_hex(&f->id, hex);

@@ -33,11 +33,11 @@ struct dht_store *dht_store_new_mem(void);
 void dht_store_free(struct dht_store *s);
 
 /* *val_out malloc'd, caller free()s. Returns 0 or -ENOENT / -EIO. */
-int dht_store_get(struct dht_store *s, const struct dht_id *id,
-                  const char *key, void **val_out, size_t *len_out);
+int dht_store_get(struct dht_store *s, const struct dht_id *id, const char *key,
+                  void **val_out, size_t *len_out);
 /* Insert or replace; durable per the open mode before returning. 0/-errno */
-int dht_store_put(struct dht_store *s, const struct dht_id *id,
-                  const char *key, const void *val, size_t len);
+int dht_store_put(struct dht_store *s, const struct dht_id *id, const char *key,
+                  const void *val, size_t len);
 /* 0 or -ENOENT. */
 int dht_store_del(struct dht_store *s, const struct dht_id *id,
                   const char *key);

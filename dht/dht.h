@@ -20,13 +20,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DHT_ID_LEN       20
-#define DHT_ADDR_MAX     64
-#define DHT_NETWORK_MAX  64
-#define DHT_ID_BITS      160
-#define DHT_SUCC_LEN     8   /* default successor list length */
-#define DHT_REPLICAS     3   /* default replication factor */
-#define DHT_ANY_VERSION  UINT64_MAX /* put/delete without compare-and-set */
+#define DHT_ID_LEN      20
+#define DHT_ADDR_MAX    64
+#define DHT_NETWORK_MAX 64
+#define DHT_ID_BITS     160
+#define DHT_SUCC_LEN    8          /* default successor list length */
+#define DHT_REPLICAS    3          /* default replication factor */
+#define DHT_ANY_VERSION UINT64_MAX /* put/delete without compare-and-set */
 
 /* ------------------------------------------------------------------ ids */
 
@@ -81,8 +81,8 @@ void dht_log_use_syslog(bool on);
 /* In the simulator, prefix lines with virtual time instead of wall time. */
 void dht_log_set_clock(uint64_t (*now_ms)(void));
 /* One line: "<time> <level> <module> [<node>] message". node may be NULL. */
-void dht_log(int level, const char *module, const char *node,
-             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void dht_log(int level, const char *module, const char *node, const char *fmt,
+             ...) __attribute__((format(printf, 4, 5)));
 
 /* The level is checked before any argument is formatted. */
 #define dht_log_at(lvl, mod, node, ...)                                        \
@@ -90,10 +90,14 @@ void dht_log(int level, const char *module, const char *node,
         if ((lvl) <= dht_log_get_level())                                      \
             dht_log((lvl), (mod), (node), __VA_ARGS__);                        \
     } while (0)
-#define log_error(mod, node, ...) dht_log_at(DHT_LOG_ERROR, mod, node, __VA_ARGS__)
-#define log_warn(mod, node, ...)  dht_log_at(DHT_LOG_WARN, mod, node, __VA_ARGS__)
-#define log_info(mod, node, ...)  dht_log_at(DHT_LOG_INFO, mod, node, __VA_ARGS__)
-#define log_debug(mod, node, ...) dht_log_at(DHT_LOG_DEBUG, mod, node, __VA_ARGS__)
+#define log_error(mod, node, ...)                                              \
+    dht_log_at(DHT_LOG_ERROR, mod, node, __VA_ARGS__)
+#define log_warn(mod, node, ...)                                               \
+    dht_log_at(DHT_LOG_WARN, mod, node, __VA_ARGS__)
+#define log_info(mod, node, ...)                                               \
+    dht_log_at(DHT_LOG_INFO, mod, node, __VA_ARGS__)
+#define log_debug(mod, node, ...)                                              \
+    dht_log_at(DHT_LOG_DEBUG, mod, node, __VA_ARGS__)
 
 /* ----------------------------------------------------------- configuration */
 
@@ -107,11 +111,11 @@ struct dht_config {
     int stabilize_ms;              /* periods, each jittered by jitter_ms */
     int fix_fingers_ms;
     int check_pred_ms;
-    int maintain_ms;               /* re-replication / drop pass */
+    int maintain_ms; /* re-replication / drop pass */
     int jitter_ms;
-    int rpc_timeout_ms;            /* one RPC; failure detection */
-    int op_timeout_ms;             /* one client operation, end to end */
-    uint64_t seed;                 /* core's PRNG (jitter); sim: per peer */
+    int rpc_timeout_ms; /* one RPC; failure detection */
+    int op_timeout_ms;  /* one client operation, end to end */
+    uint64_t seed;      /* core's PRNG (jitter); sim: per peer */
 };
 
 /* Fill c with the defaults above (addr and id empty). */
@@ -125,8 +129,8 @@ struct dht_blob {
 };
 
 enum dht_op_kind {
-    DHT_OP_GET,     /* single record: value + version */
-    DHT_OP_PUT,     /* compare-and-set when expected != DHT_ANY_VERSION */
+    DHT_OP_GET, /* single record: value + version */
+    DHT_OP_PUT, /* compare-and-set when expected != DHT_ANY_VERSION */
     DHT_OP_DELETE,
     DHT_OP_ADD,     /* set member add (Open Chord insert) */
     DHT_OP_REMOVE,  /* set member remove */
@@ -138,11 +142,11 @@ enum dht_op_kind {
 /* A request. Everything is borrowed for the duration of the submitting call. */
 struct dht_op {
     enum dht_op_kind kind;
-    const char *key;          /* NUL-terminated, < 4352 bytes */
-    const void *value;        /* PUT value, ADD/REMOVE member */
+    const char *key;   /* NUL-terminated, < 4352 bytes */
+    const void *value; /* PUT value, ADD/REMOVE member */
     size_t len;
-    uint64_t expected;        /* PUT/DELETE: DHT_ANY_VERSION, 0 = create */
-    int timeout_ms;           /* 0: config op_timeout_ms */
+    uint64_t expected; /* PUT/DELETE: DHT_ANY_VERSION, 0 = create */
+    int timeout_ms;    /* 0: config op_timeout_ms */
 };
 
 /*
@@ -154,16 +158,16 @@ struct dht_op {
  */
 struct dht_result {
     int err;
-    uint64_t version;                 /* record version (after a write) */
-    const void *value;                /* GET */
+    uint64_t version;  /* record version (after a write) */
+    const void *value; /* GET */
     size_t len;
-    const struct dht_blob *members;   /* MEMBERS */
+    const struct dht_blob *members; /* MEMBERS */
     size_t n_members;
-    struct dht_node primary;          /* who served it (or LOOKUP answer) */
-    const struct dht_node *replicas;  /* LOOKUP: primary's successors */
+    struct dht_node primary;         /* who served it (or LOOKUP answer) */
+    const struct dht_node *replicas; /* LOOKUP: primary's successors */
     int n_replicas;
-    int hops;                         /* lookup RPCs it took */
-    const char *text;                 /* RING: one peer a line */
+    int hops;         /* lookup RPCs it took */
+    const char *text; /* RING: one peer a line */
 };
 
 typedef void dht_done_fn(void *arg, const struct dht_result *res);
@@ -173,11 +177,11 @@ typedef void dht_done_fn(void *arg, const struct dht_result *res);
 struct dht_peer;
 
 struct dht_peer_opts {
-    struct dht_config cfg;      /* cfg.addr: advertised address */
-    char listen[DHT_ADDR_MAX];  /* "host:port" to bind; port 0 = any */
+    struct dht_config cfg;        /* cfg.addr: advertised address */
+    char listen[DHT_ADDR_MAX];    /* "host:port" to bind; port 0 = any */
     char bootstrap[DHT_ADDR_MAX]; /* empty: create a new ring */
-    const char *data_dir;       /* NULL: in-memory store (tests only) */
-    bool sync_each_write;       /* fsync every store commit */
+    const char *data_dir;         /* NULL: in-memory store (tests only) */
+    bool sync_each_write;         /* fsync every store commit */
 };
 
 /*
@@ -235,8 +239,8 @@ int dht_info(struct dht_peer *p, const char *what, char **text_out);
 /* Space used by this peer's store (bytes, keys). */
 int dht_usage(struct dht_peer *p, uint64_t *bytes_out, uint64_t *keys_out);
 /* Asynchronous form of any operation: done runs on the loop thread. */
-int dht_op_async(struct dht_peer *p, const struct dht_op *op,
-                 dht_done_fn *done, void *arg);
+int dht_op_async(struct dht_peer *p, const struct dht_op *op, dht_done_fn *done,
+                 void *arg);
 
 /* ------------------------------------------------------------ simulator */
 
@@ -246,7 +250,7 @@ struct dht_sim_opts {
     uint64_t seed;
     int latency_min_ms; /* one-way, uniform in [min, max] */
     int latency_max_ms;
-    double loss;        /* probability a message is dropped */
+    double loss; /* probability a message is dropped */
     int replicas;
     int succ_len;
     struct dht_config base; /* periods and timeouts for every peer */
@@ -262,8 +266,9 @@ uint64_t dht_sim_now(const struct dht_sim *s);
 uint64_t dht_sim_run_until(struct dht_sim *s, uint64_t t);
 /* Run until idle or until fn(arg) returns true, checking every step_ms;
  * returns true if fn became true before deadline (virtual ms). */
-bool dht_sim_run_while(struct dht_sim *s, bool (*done)(struct dht_sim *, void *),
-                       void *arg, uint64_t step_ms, uint64_t deadline_ms);
+bool dht_sim_run_while(struct dht_sim *s,
+                       bool (*done)(struct dht_sim *, void *), void *arg,
+                       uint64_t step_ms, uint64_t deadline_ms);
 
 /* Peers are numbered from 0 in the order added. The first creates the
  * ring; later ones join through a random live peer. Returns the index. */

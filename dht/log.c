@@ -47,8 +47,8 @@ void dht_log_set_clock(uint64_t (*now_ms)(void))
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 
-void dht_log(int level, const char *module, const char *node,
-             const char *fmt, ...)
+void dht_log(int level, const char *module, const char *node, const char *fmt,
+             ...)
 {
     char msg[1024], stamp[64];
     va_list ap;
@@ -61,9 +61,8 @@ void dht_log(int level, const char *module, const char *node,
     va_end(ap);
 
     if (atomic_load(&log_syslog)) {
-        syslog(syslog_prio[level], "%s %s%s%s%s %s", level_names[level],
-               module, node ? " [" : "", node ? node : "", node ? "]" : "",
-               msg);
+        syslog(syslog_prio[level], "%s %s%s%s%s %s", level_names[level], module,
+               node ? " [" : "", node ? node : "", node ? "]" : "", msg);
         return;
     }
     if (clk) {
@@ -77,8 +76,7 @@ void dht_log(int level, const char *module, const char *node,
         clock_gettime(CLOCK_REALTIME, &ts);
         localtime_r(&ts.tv_sec, &tm);
         size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(stamp + n, sizeof stamp - n, ".%03ld",
-                 ts.tv_nsec / 1000000);
+        snprintf(stamp + n, sizeof stamp - n, ".%03ld", ts.tv_nsec / 1000000);
     }
     fprintf(stderr, "%s %-5s %s%s%s%s %s\n", stamp, level_names[level], module,
             node ? " [" : "", node ? node : "", node ? "]" : "", msg);

@@ -18,11 +18,11 @@
 
 /* File-system options, set by the daemon CLI (fs/main.c). */
 struct fs_config {
-    int timeout_ms;          /* --timeout: bound on one ring operation */
-    uint32_t chunk_size;     /* --chunk-size: bytes per data chunk */
-    uint64_t cache_bytes;    /* --cache-size: per-mount data cache bound */
-    double attr_timeout_s;   /* kernel attribute/entry cache (-o attr_timeout) */
-    bool debug;              /* -d: FUSE debug output */
+    int timeout_ms;        /* --timeout: bound on one ring operation */
+    uint32_t chunk_size;   /* --chunk-size: bytes per data chunk */
+    uint64_t cache_bytes;  /* --cache-size: per-mount data cache bound */
+    double attr_timeout_s; /* kernel attribute/entry cache (-o attr_timeout) */
+    bool debug;            /* -d: FUSE debug output */
     /* Added by the fs engineer (additive): the peer's --data-dir, whose
      * local file system statfs reports as the space left; NULL: "/". */
     const char *data_dir;
