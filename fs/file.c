@@ -268,7 +268,8 @@ static int chunk_unpack(struct fs *fs, const char *key, const void *val,
         wire_chunk_free(c);
         return -EIO;
     }
-    memcpy(dst, c->data.data, c->data.len);
+    if (c->data.len)
+        memcpy(dst, c->data.data, c->data.len);
     memset(dst + c->data.len, 0, cs - c->data.len);
     *len_out = (uint32_t)c->data.len;
     wire_chunk_free(c);

@@ -1025,7 +1025,8 @@ static int reply_xattr(const void *val, size_t len, char *buf, size_t size)
         return (int)len;
     if (len > size)
         return -ERANGE;
-    memcpy(buf, val, len);
+    if (len) /* an empty value may have no buffer at all */
+        memcpy(buf, val, len);
     return (int)len;
 }
 
