@@ -500,6 +500,61 @@ static void test_sim_churn_lookups(void)
     dht_sim_free(s);
 }
 
+/* Holders of key k among live peers other than i. */
+static bool held_elsewhere(struct dht_sim *s, int i, const char *key)
+{
+    for (int j = 0; j < dht_sim_npeers(s); j++)
+        if (j != i && dht_sim_alive(s, j) && dht_sim_holds(s, j, key))
+            return true;
+    return false;
+}
+
+/* Heavy churn: five joins, crashes or leaves a virtual second for 40 s on
+ * 120 peers (about every peer replaced or disturbed). Afterwards the ring
+ * converges, lookups succeed, and only keys whose every live copy was on a
+ * crashing peer are lost (docs/core-bugs.md #5: new peers were stranded as
+ * rings of one). Three seeds. */
+static void test_sim_heavy_churn(void)
+{
+    enum { N = 120, K = 300 };
+
+    for (uint64_t seed = 61; seed <= 63; seed++) {
+        struct dht_sim *s = new_sim(seed);
+        uint64_t v[K], keys, under;
+        bool unrecov[K] = {false};
+        char key[32];
+
+        add_peers(s, N, 30);
+        CHECK(converge(s));
+        CHECK_EQ(put_keys(s, K, v), K);
+        maintain(s);
+        for (int ev = 0; ev < 200; ev++) {
+            uint64_t u = trand() % 4;
+            int i = random_live(s);
+            if (u < 2 || live_count(s) < N / 2) {
+                dht_sim_add_peer(s);
+            } else if (u == 2) {
+                for (int k = 0; k < K; k++) {
+                    key_name(k, key, sizeof key);
+                    if (dht_sim_holds(s, i, key) && !held_elsewhere(s, i, key))
+                        unrecov[k] = true;
+                }
+                dht_sim_crash(s, i);
+            } else {
+                dht_sim_leave(s, i);
+            }
+            dht_sim_run_until(s, dht_sim_now(s) + 1 + trand() % 400);
+        }
+        CHECK(converge_within(s, 120000));
+        maintain(s);
+        CHECK_EQ(bad_lookups(s, 200, K, NULL), 0);
+        CHECK_EQ(lost_keys(s, K, v, unrecov), 0);
+        dht_sim_key_census(s, &keys, &under);
+        CHECK_EQ(under, 0);
+        dht_sim_free(s);
+    }
+}
+
 /* Graceful leaves hand keys on: nothing lost, and after maintenance every
  * key is on its R successors. */
 static void test_sim_leaves(void)
@@ -798,6 +853,7 @@ int main(int argc, char **argv)
     T(test_sim_restart);
     T(test_sim_joiner_loses_successor);
     T(test_sim_churn_lookups);
+    T(test_sim_heavy_churn);
     T(test_sim_partition_short);
     T(test_sim_partition_long);
     T(test_sim_lossy);
