@@ -306,6 +306,9 @@ void dht_sim_key_census(struct dht_sim *s, uint64_t *keys_out,
                         uint64_t *under_replicated_out);
 /* Whether peer i's store holds key (any non-tombstone version). */
 bool dht_sim_holds(struct dht_sim *s, int i, const char *key);
+/* Added by the simulator's author (additive): the version of key in peer
+ * i's store (tombstones included), or 0 if it holds none. */
+uint64_t dht_sim_key_version(struct dht_sim *s, int i, const char *key);
 /* Store keys held by peer i. */
 uint64_t dht_sim_store_count(struct dht_sim *s, int i);
 /* Messages delivered so far. */

@@ -1094,6 +1094,29 @@ bool dht_sim_holds(struct dht_sim *s, int i, const char *key)
     return live;
 }
 
+uint64_t dht_sim_key_version(struct dht_sim *s, int i, const char *key)
+{
+    struct sim_peer *p = peer_at(s, i);
+    struct dht_store *st;
+    struct dht_id id;
+    Chord__Record *rec;
+    uint64_t version = 0;
+    void *val;
+    size_t len;
+
+    if (!p || !p->core || !(st = dht_core_store(p->core)))
+        return 0;
+    dht_id_of(key, &id);
+    if (dht_store_get(st, &id, key, &val, &len) < 0)
+        return 0;
+    if (wire_record_unpack(val, len, &rec) == 0) {
+        version = rec->version;
+        wire_record_free(rec);
+    }
+    free(val);
+    return version;
+}
+
 uint64_t dht_sim_store_count(struct dht_sim *s, int i)
 {
     struct sim_peer *p = peer_at(s, i);
