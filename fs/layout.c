@@ -523,6 +523,8 @@ int fs_dirent_add(struct fs *fs, const char *dir, const char *name,
         return rc;
     rc = dht_add(fs->peer, key, buf, len);
     free(buf);
+    if (rc == -EFBIG)
+        return -ENOSPC; /* the directory's entry set is at its size limit */
     return rc < 0 ? fs_ring_errno(rc) : 0;
 }
 
