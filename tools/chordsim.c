@@ -59,10 +59,12 @@ struct run {
     uint64_t *acked; /* version acknowledged, 0 = not acknowledged */
     bool *unrecov;   /* unrecoverable after a crash */
     int nacked, nunrecov, nlost;
+    int nlost_recoverable; /* lost although not unrecoverable: a bug */
     /* lookups */
     int *hops;
     int nhops, caphops, failed_lookups;
     int churn_lookups, churn_failed;
+    int churn_puts, churn_puts_acked;
     /* membership changes */
     int crashed, left, joined, churn_events;
     bool ring_converged, reconverged;
@@ -75,7 +77,7 @@ struct run {
 struct op_ctx {
     struct run *r;
     int key;
-    bool churn;   /* a lookup issued during churn */
+    bool churn;   /* issued during churn */
     int attempts; /* gets: tries so far */
     int *pending; /* the phase counter this op counts in */
 };
@@ -447,39 +449,54 @@ static void add_peers(struct run *r)
 static void put_done(void *arg, const struct dht_result *res)
 {
     struct op_ctx *c = arg;
+    struct run *r = c->r;
 
-    c->r->pend_put--;
+    (*c->pending)--;
     if (res->err == 0) {
-        c->r->acked[c->key] = res->version ? res->version : 1;
-        c->r->nacked++;
+        uint64_t v = res->version ? res->version : 1;
+        if (!r->acked[c->key])
+            r->nacked++;
+        if (v > r->acked[c->key])
+            r->acked[c->key] = v;
+        if (c->churn)
+            r->churn_puts_acked++;
     }
     free(c);
 }
 
-static void put_keys(struct run *r)
+/* Put key k (value naming the time) through a random live peer. */
+static void start_put(struct run *r, int k, int *pending, bool churn)
 {
     char key[64], val[128];
+    struct op_ctx *c = calloc(1, sizeof *c);
+    struct dht_op op = {.kind = DHT_OP_PUT, .expected = DHT_ANY_VERSION};
+    int from = random_live(r);
 
-    for (int k = 0; k < r->a.keys; k++) {
-        struct op_ctx *c = calloc(1, sizeof *c);
-        struct dht_op op = {.kind = DHT_OP_PUT, .expected = DHT_ANY_VERSION};
-        int from = random_live(r);
-
-        if (!c)
-            abort();
-        c->r = r;
-        c->key = k;
-        key_name(k, key, sizeof key);
-        snprintf(val, sizeof val, "value of %s", key);
-        op.key = key;
-        op.value = val;
-        op.len = strlen(val);
-        r->pend_put++;
-        if (from < 0 || dht_sim_op(r->sim, from, &op, put_done, c) < 0) {
-            r->pend_put--;
-            free(c);
-        }
+    if (!c)
+        abort();
+    c->r = r;
+    c->key = k;
+    c->churn = churn;
+    c->pending = pending;
+    key_name(k, key, sizeof key);
+    snprintf(val, sizeof val, "value of %s at %" PRIu64, key,
+             dht_sim_now(r->sim));
+    op.key = key;
+    op.value = val;
+    op.len = strlen(val);
+    (*pending)++;
+    if (churn)
+        r->churn_puts++;
+    if (from < 0 || dht_sim_op(r->sim, from, &op, put_done, c) < 0) {
+        struct dht_result res = {.err = -EHOSTUNREACH};
+        put_done(c, &res);
     }
+}
+
+static void put_keys(struct run *r)
+{
+    for (int k = 0; k < r->a.keys; k++)
+        start_put(r, k, &r->pend_put, false);
     wait_ops(r, &r->pend_put);
     maintain(r);
 }
@@ -637,7 +654,8 @@ static void start_lookup(struct run *r, bool churn)
     }
 }
 
-/* Keys whose only live copies were on peer i become unrecoverable. */
+/* Keys whose only live copies at the acknowledged version (or newer) were
+ * on peer i become unrecoverable when it crashes. */
 static void crash_one(struct run *r, int i)
 {
     char key[64];
@@ -648,11 +666,11 @@ static void crash_one(struct run *r, int i)
         if (!r->acked[k] || r->unrecov[k])
             continue;
         key_name(k, key, sizeof key);
-        if (!dht_sim_holds(r->sim, i, key))
+        if (dht_sim_key_version(r->sim, i, key) < r->acked[k])
             continue;
         for (int j = 0; j < n && !other; j++)
             other = j != i && dht_sim_alive(r->sim, j) &&
-                    dht_sim_holds(r->sim, j, key);
+                    dht_sim_key_version(r->sim, j, key) >= r->acked[k];
         if (!other) {
             r->unrecov[k] = true;
             r->nunrecov++;
@@ -679,8 +697,11 @@ static void churn(struct run *r)
         if (t >= end)
             break;
         if (t == next_lookup) {
+            /* Ten lookups and five overwrites a virtual second. */
             start_lookup(r, true);
-            next_lookup += 100; /* ten a virtual second */
+            if (r->a.keys > 0 && (next_lookup / 100) % 2 == 0)
+                start_put(r, rng_below(r, r->a.keys), &r->pend_churn, true);
+            next_lookup += 100;
         }
         if (t == next_ev) {
             double u = rng_unit(r);
@@ -729,14 +750,13 @@ static void get_done(void *arg, const struct dht_result *res)
     struct run *r = c->r;
 
     r->pend_get--;
-    if (res->err == 0 && res->version < r->acked[c->key]) {
+    if (res->err != 0 && c->attempts < GET_ATTEMPTS) {
+        get_start(r, c);
+        return;
+    }
+    if (res->err != 0 || res->version < r->acked[c->key]) {
         r->nlost++;
-    } else if (res->err != 0) {
-        if (c->attempts < GET_ATTEMPTS) {
-            get_start(r, c);
-            return;
-        }
-        r->nlost++;
+        r->nlost_recoverable += !r->unrecov[c->key];
     }
     free(c);
 }
@@ -772,6 +792,7 @@ static void get_keys(struct run *r)
     }
     wait_ops(r, &r->pend_get);
     r->nlost += r->pend_get; /* never answered */
+    r->nlost_recoverable += r->pend_get;
 }
 
 /* Keys per live peer, counting primaries: max over mean. */
@@ -851,18 +872,21 @@ static void report(struct run *r, uint64_t wall_ms)
                "\"hops_p99\":%d,\"failed_lookups\":%d,",
                r->a.lookups, mean, p50, p99, r->failed_lookups);
         printf("\"keys\":%d,\"keys_acked\":%d,\"keys_lost\":%d,"
-               "\"keys_unrecoverable\":%d,\"under_replicated\":%" PRIu64 ",",
+               "\"keys_unrecoverable\":%d,\"keys_lost_recoverable\":%d,"
+               "\"under_replicated\":%" PRIu64 ",",
                r->a.keys, r->nacked, r->nlost, r->nunrecov,
-               r->under_replicated);
+               r->nlost_recoverable, r->under_replicated);
         printf("\"ring_converged\":%s,\"converge_ms\":%" PRIu64 ",",
                r->ring_converged ? "true" : "false", r->converge_ms);
         printf("\"reconverged\":%s,\"reconverge_ms\":%" PRIu64 ",",
                r->reconverged ? "true" : "false", r->reconverge_ms);
         printf("\"crashed\":%d,\"left\":%d,\"joined\":%d,"
                "\"churn_events\":%d,\"churn_lookups\":%d,"
-               "\"churn_failed_lookups\":%d,",
+               "\"churn_failed_lookups\":%d,\"churn_puts\":%d,"
+               "\"churn_puts_acked\":%d,",
                r->crashed, r->left, r->joined, r->churn_events,
-               r->churn_lookups, r->churn_failed);
+               r->churn_lookups, r->churn_failed, r->churn_puts,
+               r->churn_puts_acked);
         printf("\"load_max_over_mean\":%.3f,\"messages\":%" PRIu64
                ",\"virtual_ms\":%" PRIu64,
                load, dht_sim_messages(r->sim), dht_sim_now(r->sim));
@@ -881,13 +905,16 @@ static void report(struct run *r, uint64_t wall_ms)
                r->reconverged ? "re-converged" : "NOT re-converged",
                r->reconverge_ms, r->crashed, r->left, r->joined);
     if (r->churn_events)
-        printf("churn            %d events, %d lookups, %d failed\n",
-               r->churn_events, r->churn_lookups, r->churn_failed);
+        printf("churn            %d events, %d lookups (%d failed), %d "
+               "overwrites (%d acknowledged)\n",
+               r->churn_events, r->churn_lookups, r->churn_failed,
+               r->churn_puts, r->churn_puts_acked);
     printf("lookups          %d: hops mean %.3f, p50 %d, p99 %d; %d failed\n",
            r->a.lookups, mean, p50, p99, r->failed_lookups);
-    printf("keys             %d put, %d acknowledged, %d lost, %d "
-           "unrecoverable, %" PRIu64 " under-replicated\n",
-           r->a.keys, r->nacked, r->nlost, r->nunrecov, r->under_replicated);
+    printf("keys             %d put, %d acknowledged, %d lost (%d of them "
+           "recoverable), %d unrecoverable, %" PRIu64 " under-replicated\n",
+           r->a.keys, r->nacked, r->nlost, r->nlost_recoverable, r->nunrecov,
+           r->under_replicated);
     printf("load             max/mean primaries %.3f\n", load);
     printf("messages         %" PRIu64 " in %" PRIu64 " virtual ms\n",
            dht_sim_messages(r->sim), dht_sim_now(r->sim));
