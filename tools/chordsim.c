@@ -271,7 +271,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         return -EINVAL;
     }
     if (a->join_rate == 0)
-        a->join_rate = a->peers / 100 > 5 ? a->peers / 100 : 5;
+        a->join_rate = a->peers / 20 > 5 ? a->peers / 20 : 5;
     return 0;
 }
 
