@@ -7,23 +7,29 @@
  *            [--deadline SEC] [--json] [--deterministic] [-v LEVEL]
  *
  * Phases, all in virtual time on the deterministic simulator (dht/sim.c):
- *  1. add N peers, a batch per virtual second (--join-rate, ramping up from
- *     one; --burst: all at once), then run until the ring oracle holds
- * (converge_ms counts from the last join started), bounded by --deadline;
+ *  1. add N peers, a batch per virtual second (--join-rate, default N/20
+ *     but at least 5, ramping up from one so that a batch never outnumbers
+ *     the ring; --burst: all at once), then run until the ring oracle holds
+ *     (converge_ms counts from the last join started), bounded by
+ *     --deadline (default 1800 virtual seconds);
  *  2. put K keys through random live peers and remember which were
  *     acknowledged, and at which version;
- *  3. --leave F: a fraction F of the live peers leaves gracefully;
+ *  3. --leave F: a fraction F of the live peers leaves gracefully, all at
+ *     once; then the ring must re-converge and a few maintenance periods
+ *     pass (so after 4 and 5);
  *  4. --crash F: a fraction F of the live peers crashes at once. A key is
  *     unrecoverable when all R of its ideal holders at crash time crashed;
- *     then the ring must re-converge and a few maintenance periods pass;
  *  5. --churn: for --duration seconds, Poisson joins (half), crashes and
- *     leaves (a quarter each) at the given rate while lookups run. A crash
- *     makes a key unrecoverable when no other live store holds it;
+ *     leaves (a quarter each) at the given rate, while ten lookups and five
+ *     overwrites of random keys a second run. A crash makes a key
+ *     unrecoverable when no other live store holds its acknowledged version;
  *  6. L lookups from random live peers of random keys: a lookup fails if it
  *     errs or names a primary other than the true successor among the live
  *     peers;
- *  7. get every acknowledged key: it is lost if not retrievable or older
- *     than acknowledged.
+ *  7. get every acknowledged key (a failed get is retried twice from other
+ *     peers): it is lost if not retrievable or older than acknowledged.
+ *     keys_lost_recoverable counts lost keys that were not unrecoverable,
+ *     i.e. losses the ring is to blame for.
  *
  * The same seed gives the same output byte for byte, except wall_ms and
  * rss_bytes, which --deterministic leaves out.
