@@ -73,8 +73,9 @@ struct run {
     int churn_puts, churn_puts_acked;
     /* membership changes */
     int crashed, left, joined, churn_events;
-    bool ring_converged, reconverged;
-    int settles; /* phases that had to re-converge */
+    bool ring_converged, reconverged, fingers_converged;
+    uint64_t fingers_ms; /* from the last join until every finger is right */
+    int settles;         /* phases that had to re-converge */
     uint64_t converge_ms, reconverge_ms;
     uint64_t under_replicated;
 };
@@ -394,6 +395,12 @@ static uint64_t op_wait_ms(void)
     return (uint64_t)o.base.op_timeout_ms * 3 + 10000;
 }
 
+static bool fingers_ok(struct dht_sim *s, void *arg)
+{
+    (void)arg;
+    return dht_sim_fingers_ok(s);
+}
+
 static void wait_ops(struct run *r, int *pending)
 {
     dht_sim_run_while(r->sim, none_pending, pending, 100,
@@ -450,6 +457,11 @@ static void add_peers(struct run *r)
     }
     t_last = dht_sim_now(r->sim);
     r->ring_converged = converge(r, t_last, &r->converge_ms);
+    /* Then every finger: finger i of each peer is the true successor of
+     * id + 2^i (checked each virtual second, bounded). */
+    r->fingers_converged = dht_sim_run_while(r->sim, fingers_ok, r, 1000,
+                                             dht_sim_now(r->sim) + 300000);
+    r->fingers_ms = dht_sim_now(r->sim) - t_last;
 }
 
 static void put_done(void *arg, const struct dht_result *res)
@@ -884,6 +896,8 @@ static void report(struct run *r, uint64_t wall_ms)
                r->nlost_recoverable, r->under_replicated);
         printf("\"ring_converged\":%s,\"converge_ms\":%" PRIu64 ",",
                r->ring_converged ? "true" : "false", r->converge_ms);
+        printf("\"fingers_converged\":%s,\"fingers_ms\":%" PRIu64 ",",
+               r->fingers_converged ? "true" : "false", r->fingers_ms);
         printf("\"reconverged\":%s,\"reconverge_ms\":%" PRIu64 ",",
                r->reconverged ? "true" : "false", r->reconverge_ms);
         printf("\"crashed\":%d,\"left\":%d,\"joined\":%d,"
@@ -903,8 +917,10 @@ static void report(struct run *r, uint64_t wall_ms)
         return;
     }
     printf("peers            %d (%d live at the end)\n", r->a.peers, live);
-    printf("ring             %s after %" PRIu64 " virtual ms\n",
-           r->ring_converged ? "converged" : "NOT converged", r->converge_ms);
+    printf("ring             %s after %" PRIu64
+           " virtual ms; fingers %s after %" PRIu64 " ms\n",
+           r->ring_converged ? "converged" : "NOT converged", r->converge_ms,
+           r->fingers_converged ? "right" : "NOT right", r->fingers_ms);
     if (r->crashed || r->left || r->churn_events)
         printf("after failures   %s after %" PRIu64
                " ms (%d crashed, %d left, %d joined)\n",
