@@ -429,47 +429,62 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
     return rc;
 }
 
-/* readdirplus: fetch every entry's record in parallel and hand the kernel
- * full attributes, so ls -l costs one round of parallel gets. */
+/* readdirplus: fetch the entries' records in parallel windows and hand the
+ * kernel full attributes, so ls -l costs a few rounds of parallel gets
+ * instead of a getattr per name. An entry whose record cannot be had is
+ * listed with its kind only; after a ring error the rest are too, so a
+ * dead ring costs one timeout, not one per window. */
+#define PLUS_WINDOW 256
+
 static void fill_plus(struct fs *fs, const char *path, struct fs_dirent *d,
                       size_t n, void *buf, fuse_fill_dir_t filler)
 {
-    struct fs_batch *b = fs_batch_new(fs, n);
-    bool *ok = wire_xcalloc(n ? n : 1, sizeof *ok);
+    bool ring_ok = true;
 
-    for (size_t i = 0; i < n; i++) {
-        char child[FS_PATH_MAX], key[FS_KEY_MAX];
+    for (size_t base = 0; base < n; base += PLUS_WINDOW) {
+        size_t w = n - base < PLUS_WINDOW ? n - base : PLUS_WINDOW;
+        struct fs_batch *b = fs_batch_new(fs, w);
+        bool ok[PLUS_WINDOW] = {false};
 
-        if (fs_path_join(path, d[i].name, child, sizeof child) == 0 &&
-            fs_key_meta(child, key, sizeof key) == 0)
-            ok[i] = fs_batch_get(b, i, key) == 0;
-    }
-    fs_batch_wait(b);
-    for (size_t i = 0; i < n; i++) {
-        struct stat st;
-        struct fs_inode ino;
-        const void *val;
-        size_t len;
-        bool full = false;
+        for (size_t i = 0; ring_ok && i < w; i++) {
+            char child[FS_PATH_MAX], key[FS_KEY_MAX];
 
-        memset(&st, 0, sizeof st);
-        if (ok[i] && fs_batch_result(b, i, &val, &len) == 0 &&
-            fs_inode_decode(val, len, &ino) == 0) {
-            fs_inode_to_stat(&ino, &st);
-            overlay_open(fs, &ino, &st);
-            fs_inode_fini(&ino);
-            full = true;
-        } else {
-            st.st_mode = d[i].kind == FS_DIR       ? S_IFDIR
-                         : d[i].kind == FS_SYMLINK ? S_IFLNK
-                                                   : S_IFREG;
-            st.st_ino = name_ino(path, d[i].name);
+            if (fs_path_join(path, d[base + i].name, child, sizeof child) ==
+                    0 &&
+                fs_key_meta(child, key, sizeof key) == 0)
+                ok[i] = fs_batch_get(b, i, key) == 0;
         }
-        if (filler(buf, d[i].name, &st, 0, full ? FUSE_FILL_DIR_PLUS : 0))
-            break;
+        fs_batch_wait(b);
+        for (size_t i = 0; i < w; i++) {
+            const struct fs_dirent *e = &d[base + i];
+            struct stat st;
+            struct fs_inode ino;
+            const void *val = NULL;
+            size_t len = 0;
+            bool full = false;
+            int err = ok[i] ? fs_batch_result(b, i, &val, &len) : -EIO;
+
+            memset(&st, 0, sizeof st);
+            if (ok[i] && err != 0 && err != -ENOENT)
+                ring_ok = false;
+            if (err == 0 && fs_inode_decode(val, len, &ino) == 0) {
+                fs_inode_to_stat(&ino, &st);
+                overlay_open(fs, &ino, &st);
+                fs_inode_fini(&ino);
+                full = true;
+            } else {
+                st.st_mode = e->kind == FS_DIR       ? S_IFDIR
+                             : e->kind == FS_SYMLINK ? S_IFLNK
+                                                     : S_IFREG;
+                st.st_ino = name_ino(path, e->name);
+            }
+            if (filler(buf, e->name, &st, 0, full ? FUSE_FILL_DIR_PLUS : 0)) {
+                fs_batch_free(b);
+                return;
+            }
+        }
+        fs_batch_free(b);
     }
-    free(ok);
-    fs_batch_free(b);
 }
 
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
