@@ -682,6 +682,154 @@ static void test_sim_restart(void)
     dht_sim_free(s);
 }
 
+/* Deleted keys stay deleted: a peer that crashed holding live copies and
+ * comes back after the deletes must not resurrect them (tombstones win). */
+static void test_sim_no_resurrection(void)
+{
+    enum { N = 15, K = 60 };
+    struct dht_sim *s = new_sim(515);
+    uint64_t v[K], keys, under;
+    struct batch b = {0};
+    struct opres r[K];
+    int down[2];
+
+    add_peers(s, N, 5);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, K, v), K);
+    maintain(s);
+    for (int j = 0; j < 2; j++) {
+        down[j] = random_live(s);
+        CHECK(dht_sim_store_count(s, down[j]) > 0);
+        dht_sim_crash(s, down[j]);
+    }
+    CHECK(converge(s));
+    maintain(s);
+    for (int k = 0; k < K; k++)
+        submit(s, &b, &r[k], DHT_OP_DELETE, k);
+    wait_batch(s, &b);
+    for (int k = 0; k < K; k++)
+        CHECK(r[k].done && r[k].err == 0);
+    maintain(s);
+    for (int j = 0; j < 2; j++)
+        dht_sim_restart(s, down[j]);
+    CHECK(converge(s));
+    maintain(s);
+    maintain(s);
+    for (int k = 0; k < K; k++)
+        submit(s, &b, &r[k], DHT_OP_GET, k);
+    wait_batch(s, &b);
+    for (int k = 0; k < K; k++)
+        if (r[k].err != -ENOENT) {
+            printf("# key-%d came back: err %d version %llu\n", k, r[k].err,
+                   (unsigned long long)r[k].version);
+            CHECK(r[k].err == -ENOENT);
+            break;
+        }
+    dht_sim_key_census(s, &keys, &under);
+    CHECK_EQ(keys, 0);
+    dht_sim_free(s);
+}
+
+static void add_cb(void *arg, const struct dht_result *res)
+{
+    int *pending = arg;
+
+    CHECK_EQ(res->err, 0);
+    (*pending)--;
+}
+
+static bool zero_cb(struct dht_sim *s, void *arg)
+{
+    (void)s;
+    return *(int *)arg == 0;
+}
+
+struct members_ctx {
+    int n, dup, bad; /* members seen, seen twice, not ours */
+    bool *seen;      /* by member number */
+    int *pending;
+};
+
+static void members_cb(void *arg, const struct dht_result *res)
+{
+    struct members_ctx *mc = arg;
+
+    CHECK_EQ(res->err, 0);
+    for (size_t i = 0; i < res->n_members; i++) {
+        char buf[32];
+        int m = -1;
+        size_t len = res->members[i].len < 31 ? res->members[i].len : 31;
+        memcpy(buf, res->members[i].data, len);
+        buf[len] = '\0';
+        if (sscanf(buf, "file-%d", &m) != 1 || m < 0 || m >= 150) {
+            mc->bad++;
+            continue;
+        }
+        mc->dup += mc->seen[m];
+        mc->seen[m] = true;
+        mc->n++;
+    }
+    (*mc->pending)--;
+}
+
+/* A directory-like set: 150 members added at once from random peers (the
+ * set's primary crashes half way, after the first 75 were acknowledged)
+ * all survive, none twice. */
+static void test_sim_set_adds(void)
+{
+    enum { N = 20, M = 150 };
+    struct dht_sim *s = new_sim(616);
+    char member[32];
+    int pending = 0, primary;
+    struct members_ctx mc;
+    struct dht_op op = {.kind = DHT_OP_ADD, .key = "dir:/x"};
+    struct dht_id id;
+    bool seen[M] = {false};
+
+    add_peers(s, N, 5);
+    CHECK(converge(s));
+    for (int round = 0; round < 2; round++) {
+        for (int m = round * M / 2; m < (round + 1) * M / 2; m++) {
+            snprintf(member, sizeof member, "file-%d", m);
+            op.value = member;
+            op.len = strlen(member);
+            pending++;
+            CHECK_EQ(dht_sim_op(s, random_live(s), &op, add_cb, &pending), 0);
+        }
+        dht_sim_run_while(s, zero_cb, &pending, 50, dht_sim_now(s) + 60000);
+        CHECK_EQ(pending, 0);
+        if (round == 0) {
+            dht_id_of("dir:/x", &id);
+            primary = -1;
+            for (int i = 0; i < N; i++) {
+                struct dht_id d, best;
+                dht_id_sub(&dht_sim_node(s, i)->id, &id, &d);
+                if (dht_sim_alive(s, i) &&
+                    (primary < 0 || dht_id_cmp(&d, &best) < 0)) {
+                    best = d;
+                    primary = i;
+                }
+            }
+            dht_sim_crash(s, primary);
+        }
+    }
+    CHECK(converge(s));
+    maintain(s);
+    /* MEMBERS: every member once. */
+    op.kind = DHT_OP_MEMBERS;
+    op.value = NULL;
+    op.len = 0;
+    mc = (struct members_ctx){.seen = seen, .pending = &pending};
+    pending = 1;
+    CHECK_EQ(dht_sim_op(s, random_live(s), &op, members_cb, &mc), 0);
+    dht_sim_run_while(s, zero_cb, &pending, 50, dht_sim_now(s) + 60000);
+    CHECK_EQ(pending, 0);
+    CHECK_EQ(mc.bad, 0);
+    CHECK_EQ(mc.dup, 0);
+    CHECK_EQ(mc.n, M);
+    dht_sim_free(s);
+}
+
 /* Split the ring in two for ms of virtual time, heal, and expect one ring. */
 static void partition_heal(uint64_t seed, uint64_t ms)
 {
@@ -851,6 +999,8 @@ int main(int argc, char **argv)
     T(test_sim_leaves);
     T(test_sim_adjacent_leaves);
     T(test_sim_restart);
+    T(test_sim_no_resurrection);
+    T(test_sim_set_adds);
     T(test_sim_joiner_loses_successor);
     T(test_sim_churn_lookups);
     T(test_sim_heavy_churn);
