@@ -396,10 +396,10 @@ static void test_sim_concurrent_joins(void)
 
 /* R-1 adjacent peers crash at once: no key is lost, the ring converges and
  * maintenance restores R copies of every key. */
-static void test_sim_crash_adjacent(void)
+static void crash_adjacent(uint64_t seed, int at)
 {
     enum { N = 30, K = 200 };
-    struct dht_sim *s = new_sim(77);
+    struct dht_sim *s = new_sim(seed);
     uint64_t v[K], keys, under;
     int n, *sorted;
 
@@ -412,7 +412,7 @@ static void test_sim_crash_adjacent(void)
     CHECK_EQ(under, 0);
     sorted = sorted_live(s, &n);
     for (int j = 0; j < DHT_REPLICAS - 1; j++)
-        dht_sim_crash(s, sorted[(7 + j) % n]);
+        dht_sim_crash(s, sorted[(at + j) % n]);
     free(sorted);
     CHECK(converge(s));
     maintain(s);
@@ -421,6 +421,12 @@ static void test_sim_crash_adjacent(void)
     CHECK_EQ(keys, K);
     CHECK_EQ(under, 0);
     dht_sim_free(s);
+}
+
+static void test_sim_crash_adjacent(void)
+{
+    for (int i = 0; i < 5; i++)
+        crash_adjacent(77 + (uint64_t)i, 7 * i);
 }
 
 /* Crashes one at a time, each given time to heal: nothing is lost. */
@@ -853,12 +859,14 @@ static void partition_heal(uint64_t seed, uint64_t ms)
 static void test_sim_partition_short(void)
 {
     partition_heal(21, 1000);
+    partition_heal(23, 2500);
 }
 
 /* Long enough for each side to drop the other from its lists. */
 static void test_sim_partition_long(void)
 {
-    partition_heal(22, 120000);
+    for (uint64_t seed = 22; seed < 26; seed++)
+        partition_heal(seed, 20000 + 40000 * (seed - 22));
 }
 
 /* A lossy network still converges and serves keys. */
