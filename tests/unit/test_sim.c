@@ -649,6 +649,42 @@ static void test_sim_adjacent_leaves(void)
     dht_sim_free(s);
 }
 
+/* A third of the ring leaves at the same moment (runs of R and more
+ * adjacent leavers among them): every key is handed on (docs/core-bugs.md
+ * #3). */
+static void test_sim_mass_leave(void)
+{
+    enum { N = 60, K = 300 };
+    struct dht_sim *s = new_sim(3131);
+    uint64_t v[K], keys, under;
+    int n, *sorted;
+
+    add_peers(s, N, 20);
+    CHECK(converge(s));
+    CHECK_EQ(put_keys(s, K, v), K);
+    maintain(s);
+    sorted = sorted_live(s, &n);
+    /* Two runs of 4 adjacent peers, then every third peer. */
+    for (int j = 0; j < 4; j++) {
+        dht_sim_leave(s, sorted[j]);
+        dht_sim_leave(s, sorted[30 + j]);
+    }
+    for (int j = 6; j < 28; j += 3)
+        dht_sim_leave(s, sorted[j]);
+    for (int j = 36; j < n; j += 3)
+        dht_sim_leave(s, sorted[j]);
+    free(sorted);
+    dht_sim_run_until(s, dht_sim_now(s) + 60000);
+    CHECK(live_count(s) < N * 3 / 4);
+    CHECK(converge(s));
+    maintain(s);
+    CHECK_EQ(lost_keys(s, K, v, NULL), 0);
+    dht_sim_key_census(s, &keys, &under);
+    CHECK_EQ(keys, K);
+    CHECK_EQ(under, 0);
+    dht_sim_free(s);
+}
+
 /* Crashed peers come back on their kept stores while the keys they hold
  * were overwritten: the ring converges and the newer versions win. */
 static void test_sim_restart(void)
@@ -1006,6 +1042,7 @@ int main(int argc, char **argv)
     T(test_sim_crash_one_by_one);
     T(test_sim_leaves);
     T(test_sim_adjacent_leaves);
+    T(test_sim_mass_leave);
     T(test_sim_restart);
     T(test_sim_no_resurrection);
     T(test_sim_set_adds);
