@@ -1022,12 +1022,12 @@ static void cas_counter(bool crash)
         } else {
             /* No acknowledged increment is lost. A write applied by a
              * primary that crashed before answering is retried and then
-             * reported -ESTALE although it is in (docs/core-bugs.md #8),
+             * reported -ESTALE although it is in (docs/core-bugs.md #7),
              * so the counter may run ahead of the acknowledgements. */
             CHECK(n >= C * EACH);
             if (n != C * EACH)
                 printf("# counter %ld, acknowledged %d: ambiguous writes "
-                       "(core-bugs #8)\n",
+                       "(core-bugs #7)\n",
                        n, C * EACH);
         }
     }
