@@ -30,7 +30,7 @@
 #define FS_UUID_LEN        16
 #define FS_CHUNK_MIN       4096
 #define FS_CHUNK_MAX       (8u << 20)
-#define FS_CHUNK_DEFAULT   (256u << 10) /* chosen by measurement: ops.c */
+#define FS_CHUNK_DEFAULT   (128u << 10) /* chosen by measurement: ops.c */
 #define FS_CACHE_DEFAULT   (64ull << 20)
 #define FS_TIMEOUT_DEFAULT 10000
 #define FS_ROOT_INO        1

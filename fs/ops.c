@@ -16,17 +16,23 @@
  * cache in the kernel (write-back is ours, file.c). So another mount sees
  * a removal or an attribute change within 1 s, and new names at once.
  *
- * Chunk size (--chunk-size, default 256 KiB), chosen by measuring a 100 MiB
- * cp and sha1sum on loopback (2 CPUs, other load present), MiB/s:
- *                 1 peer write/read     3 peers write/read
- *     64 KiB        137-350 / 116-188     154-199 / 189-236
- *    256 KiB        129-169 /  85-299     115-222 / 150-339
- *      1 MiB        265-316 / 230-283      53-74  / 143-238
- * 1 MiB wins alone but loses writes by half with replication (three
- * copies of megabyte frames); 64 KiB is close but makes four times the
- * keys, records and ring operations per byte. 256 KiB keeps writes and
- * reads near the best on a real ring, and bounds the read-modify-write of
- * a small update to a quarter megabyte per replica.
+ * Chunk size (--chunk-size, default 128 KiB), chosen by measuring a 100 MiB
+ * cp (write) and sha1sum (read, on the writing mount and another one) on
+ * loopback, 2 CPUs shared with other work (load 2.5-4); ranges over 3-12
+ * runs, MiB/s:
+ *               1 peer                 3 peers (replicas 3)
+ *             write    read          write    read
+ *     64 KiB  375-472  225-315        85-275  139-347
+ *    128 KiB  386-419  314-350       164-288  192-328
+ *    256 KiB  257-332  259-350       131-285  162-367
+ *      1 MiB  142-232  247-325        62-94   204-333
+ * 1 MiB loses writes by half or more once every chunk is replicated as a
+ * megabyte frame; 64 KiB is as fast at best but the least steady, and
+ * makes twice the keys, records and ring operations per byte of 128 KiB.
+ * 128 KiB is best or near it everywhere with the least spread, equals the
+ * kernel's default FUSE request size (a sequential write fills exactly one
+ * chunk, with no read-modify-write), and bounds the rewrite caused by a
+ * small update to 128 KiB per replica.
  *
  * What is not supported fails clearly: hard links (EPERM, as link(2)
  * documents for file systems without them), RENAME_EXCHANGE and other
