@@ -349,6 +349,21 @@ static void test_sim_join_1000(void)
     dht_sim_free(s);
 }
 
+/* 1000 peers all joining a ring of one at the same instant (every joiner
+ * starts with the same successor) still sort themselves into one ring
+ * within a minute (docs/core-bugs.md #2: interleaved chains). */
+static void test_sim_burst_join(void)
+{
+    struct dht_sim *s = new_sim(2222);
+
+    for (int i = 0; i < 1000; i++)
+        dht_sim_add_peer(s);
+    CHECK(converge_within(s, 60000));
+    CHECK_EQ(live_count(s), 1000);
+    CHECK_EQ(bad_lookups(s, 200, 100000, NULL), 0);
+    dht_sim_free(s);
+}
+
 /* Fingers converge too, on a small ring given time. */
 static void test_sim_fingers(void)
 {
@@ -1227,6 +1242,7 @@ int main(int argc, char **argv)
     T(test_sim_partition_long);
     T(test_sim_lossy);
     T(test_sim_fingers);
+    T(test_sim_burst_join);
     T(test_sim_join_1000);
     return DONE();
 }
