@@ -30,9 +30,10 @@
  * megabyte frame; 64 KiB is as fast at best but the least steady, and
  * makes twice the keys, records and ring operations per byte of 128 KiB.
  * 128 KiB is best or near it everywhere with the least spread, equals the
- * kernel's default FUSE request size (a sequential write fills exactly one
- * chunk, with no read-modify-write), and bounds the rewrite caused by a
- * small update to 128 KiB per replica.
+ * I/O size of cp, cat and friends (coreutils use 128 KiB buffers, each a
+ * FUSE write of its own without a kernel writeback cache), so each write
+ * of a sequential copy fills exactly one chunk with no read-modify-write,
+ * and bounds the rewrite caused by a small update to 128 KiB per replica.
  *
  * What is not supported fails clearly: hard links (EPERM, as link(2)
  * documents for file systems without them), RENAME_EXCHANGE and other
