@@ -596,8 +596,10 @@ int main(int argc, char **argv)
         struct stat st;
         abs_mnt = absolute(o.mountpoint);
         if (!abs_mnt || stat(abs_mnt, &st) < 0) {
-            fprintf(stderr, "%s: mountpoint %s: %s\n", prog, o.mountpoint,
-                    strerror(errno));
+            int e = errno;
+            fprintf(stderr, "%s: mountpoint %s: %s%s\n", prog, o.mountpoint,
+                    strerror(e),
+                    e == ENOTCONN ? " (a stale mount? fusermount3 -u it)" : "");
             return 1;
         }
         if (!S_ISDIR(st.st_mode)) {
