@@ -7,6 +7,9 @@
 #    as zeros after a regrow, never as the old ones) and `dd seek=` writes
 #    sparse files whose holes read as zeros;
 #  - a file rewritten in the middle keeps the bytes around the rewrite;
+#  - 400 random overlapping writes and some ftruncates through two
+#    descriptors of one file give, on every mount, exactly the bytes of an
+#    in-memory model (chunk edges, holes, write-behind and caches);
 #  - a chunk whose bytes do not match its SHA-1 (replaced in the ring with
 #    chordctl) makes reads fail with EIO and an error line in the log,
 #    never return the bad bytes;
@@ -73,6 +76,38 @@ teardown() {
         conv=notrunc status=none
     run cmp "$MNT3/f" "$BATS_TEST_TMPDIR/orig"
     assert_success
+}
+
+@test "random writes and truncates through two descriptors match a model" {
+    python3 - "$MNT1/rnd" "$MNT1" "$MNT2" "$MNT3" <<'PY'
+import os, random, sys
+path, mounts = sys.argv[1], sys.argv[2:]
+model = bytearray()
+fa = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+fb = os.open(path, os.O_RDWR)
+random.seed(7)
+for i in range(400):
+    fd = fa if i % 2 else fb
+    off = random.randrange(0, 3000000)
+    data = os.urandom(random.randrange(1, 300000))
+    os.pwrite(fd, data, off)
+    if len(model) < off + len(data):
+        model.extend(bytes(off + len(data) - len(model)))
+    model[off:off + len(data)] = data
+    if i % 37 == 0:
+        t = random.randrange(0, 3000000)
+        os.ftruncate(fd, t)
+        del model[t:]
+        model.extend(bytes(t - len(model)))
+os.close(fa)
+os.close(fb)
+for m in mounts:
+    with open(os.path.join(m, "rnd"), "rb") as f:
+        got = f.read()
+    if got != bytes(model):
+        sys.exit("%s: %d bytes differ from the model's %d" %
+                 (m, len(got), len(model)))
+PY
 }
 
 # uuid_of MOUNT PATH: the file's uuid (hex), read from its inode record.
