@@ -458,7 +458,8 @@ static void add_peers(struct run *r)
     t_last = dht_sim_now(r->sim);
     r->ring_converged = converge(r, t_last, &r->converge_ms);
     /* Then every finger: finger i of each peer is the true successor of
-     * id + 2^i (checked each virtual second, bounded). */
+     * id + 2^i (checked each virtual second, for at most 120 s: with
+     * --loss a finger is always being forgotten somewhere). */
     r->fingers_converged = dht_sim_run_while(r->sim, fingers_ok, r, 1000,
                                              dht_sim_now(r->sim) + 300000);
     r->fingers_ms = dht_sim_now(r->sim) - t_last;
