@@ -461,7 +461,7 @@ static void add_peers(struct run *r)
      * id + 2^i (checked each virtual second, for at most 120 s: with
      * --loss a finger is always being forgotten somewhere). */
     r->fingers_converged = dht_sim_run_while(r->sim, fingers_ok, r, 1000,
-                                             dht_sim_now(r->sim) + 300000);
+                                             dht_sim_now(r->sim) + 120000);
     r->fingers_ms = dht_sim_now(r->sim) - t_last;
 }
 
