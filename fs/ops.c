@@ -41,7 +41,10 @@
  * (ENOTSUP to set, ENODATA to get), setting user.chord.* (EPERM), any
  * change under /.chord (EACCES). Names over 255 bytes: ENAMETOOLONG.
  * Access times are not updated (as noatime); directory times do not change
- * when entries are added or removed.
+ * when entries are added or removed. POSIX and BSD locks are not part of
+ * the ring: without lock operations the kernel keeps them per mount, so
+ * they exclude processes of one mount only. fallocate, special files
+ * (mknod of fifos, sockets, devices: EPERM) are not supported.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -983,6 +986,17 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
     return op_flush(path, fi);
 }
 
+/* Directory changes reach the ring before each operation returns, so
+ * there is nothing left to sync. */
+static int op_fsyncdir(const char *path, int datasync,
+                       struct fuse_file_info *fi)
+{
+    (void)path;
+    (void)datasync;
+    (void)fi;
+    return 0;
+}
+
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
     struct fs *fs = get_fs();
@@ -1239,6 +1253,7 @@ static const struct fuse_operations chordfs_ops = {
     .flush = op_flush,
     .fsync = op_fsync,
     .release = op_release,
+    .fsyncdir = op_fsyncdir,
     .opendir = op_opendir,
     .readdir = op_readdir,
     .statfs = op_statfs,

@@ -9,7 +9,7 @@
 #    targets (the target's old content is gone, the tree under a moved
 #    directory moves with it); mv -n never replaces;
 #  - renameat2: RENAME_NOREPLACE gives EEXIST, RENAME_EXCHANGE EINVAL;
-#  - ln -s / readlink; hard links are refused (EPERM);
+#  - ln -s / readlink; hard links and fifos are refused (EPERM);
 #  - chmod, touch -d and stat agree on every mount;
 #  - a 256-byte name gives ENAMETOOLONG, a 255-byte one works.
 # Other mounts may see a removed name for up to the entry timeout (1 s by
@@ -140,6 +140,10 @@ print("OK" if r == 0 else errno.errorcode[ctypes.get_errno()])
     run stat -c %F "$MNT2/l"
     assert_output "symbolic link"
     run ln "$MNT1/t" "$MNT1/hard"
+    assert_failure
+    assert_output --partial "Operation not permitted"
+    # no special files either
+    run mkfifo "$MNT1/fifo"
     assert_failure
     assert_output --partial "Operation not permitted"
 }
