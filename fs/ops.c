@@ -40,11 +40,11 @@
  * rename flags but RENAME_NOREPLACE (EINVAL), xattrs outside user.*
  * (ENOTSUP to set, ENODATA to get), setting user.chord.* (EPERM), any
  * change under /.chord (EACCES). Names over 255 bytes: ENAMETOOLONG.
- * Access times are not updated (as noatime); directory times do not change
- * when entries are added or removed. POSIX and BSD locks are not part of
- * the ring: without lock operations the kernel keeps them per mount, so
- * they exclude processes of one mount only. fallocate, special files
- * (mknod of fifos, sockets, devices: EPERM) are not supported.
+ * Access times are not updated (as noatime). A directory's mtime and ctime
+ * move when entries are added, removed or renamed through it. POSIX and BSD
+ * locks are not part of the ring: without lock operations the kernel keeps them
+ * per mount, so they exclude processes of one mount only. fallocate, special
+ * files (mknod of fifos, sockets, devices: EPERM) are not supported.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -203,6 +203,27 @@ static int get_parent(struct fs *fs, const char *path, char *pbuf, size_t psize,
         return -ENOTDIR;
     }
     return 0;
+}
+
+static int edit_dir_times(struct fs_inode *ino, void *arg)
+{
+    (void)arg;
+    if (ino->kind != FS_DIR)
+        return 1;
+    ino->mtime_ns = ino->ctime_ns = fs_now_ns();
+    return 0;
+}
+
+/* A directory's entries changed: its mtime and ctime move (compare-and-set,
+ * so concurrent changes from two mounts never lose an update). The entry
+ * change itself has happened; a failure here is only logged. */
+static void touch_dir(struct fs *fs, const char *dir)
+{
+    int rc = fs_inode_update(fs, dir, edit_dir_times, NULL);
+
+    if (rc < 0 && rc != -ENOENT)
+        log_warn("fs", fs->node, "times of %s not updated: %s", dir,
+                 strerror(-rc));
 }
 
 /* ----------------------------------------------------------- attributes */
@@ -567,6 +588,8 @@ static int make_node(struct fs *fs, const char *path, enum fs_kind kind,
     rc = fs_inode_put(fs, path, &ino, 0, NULL);
     if (rc == 0) {
         rc = fs_dirent_add(fs, parent_path, name, kind);
+        if (rc == 0)
+            touch_dir(fs, parent_path);
         if (rc < 0) {
             char key[FS_KEY_MAX];
 
@@ -666,6 +689,7 @@ static int op_unlink(const char *path)
     rc = fs_dirent_remove(fs, parent, name, ino.kind);
     if (rc < 0)
         goto out;
+    touch_dir(fs, parent);
     rc = fs_key_meta(path, key, sizeof key);
     if (rc == 0)
         rc = fs_ring_errno(dht_delete(fs->peer, key, DHT_ANY_VERSION));
@@ -712,6 +736,7 @@ static int op_rmdir(const char *path)
     rc = fs_dirent_remove(fs, parent, name, FS_DIR);
     if (rc < 0)
         return rc;
+    touch_dir(fs, parent);
     fs_key_meta(path, key, sizeof key);
     rc = fs_ring_errno(dht_delete(fs->peer, key, DHT_ANY_VERSION));
     if (rc < 0 && rc != -ENOENT)
@@ -857,6 +882,9 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
     rc = fs_dirent_remove(fs, fparent, fname, src.kind);
     if (rc < 0)
         goto out;
+    touch_dir(fs, fparent);
+    if (strcmp(fparent, tparent) != 0)
+        touch_dir(fs, tparent);
     if (have_dst && dst.kind == FS_REG &&
         memcmp(dst.uuid, src.uuid, FS_UUID_LEN) != 0)
         drop_file_data(fs, &dst);

@@ -10,7 +10,8 @@
 #    directory moves with it); mv -n never replaces;
 #  - renameat2: RENAME_NOREPLACE gives EEXIST, RENAME_EXCHANGE EINVAL;
 #  - ln -s / readlink; hard links and fifos are refused (EPERM);
-#  - chmod, touch -d and stat agree on every mount;
+#  - chmod, touch -d and stat agree on every mount; a directory's mtime
+#    moves when an entry is added;
 #  - a 256-byte name gives ENAMETOOLONG, a 255-byte one works.
 # Other mounts may see a removed name for up to the entry timeout (1 s by
 # default), so checks for absence on another mount wait up to 3 s.
@@ -165,6 +166,10 @@ print("OK" if r == 0 else errno.errorcode[ctypes.get_errno()])
     touch "$MNT2/d/new"
     run stat -c %g "$MNT3/d/new"
     assert_output 12
+    # a directory's mtime moves when an entry is added or removed
+    touch -d "2001-02-03 04:05:06" "$MNT1/d"
+    touch "$MNT2/d/another"
+    [ "$(stat -c %Y "$MNT2/d")" -gt "$(date -d 2002-01-01 +%s)" ]
     # inode numbers are stable across mounts
     [ "$(stat -c %i "$MNT1/f")" = "$(stat -c %i "$MNT3/f")" ]
 }
