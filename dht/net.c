@@ -87,6 +87,8 @@ struct net_conn {
     bool closing;    /* flush outbuf, then close (after a refusal) */
     bool dead;
     bool want_out; /* EPOLLOUT registered */
+    bool dirty;    /* on p->dirty: frames queued since the last flush */
+    struct net_conn *dirty_next;
     uint64_t opened_ms;
     struct wire_reader rd;
     struct net_buf out;  /* frames ready for the socket */
@@ -154,6 +156,7 @@ struct dht_peer {
     struct dht *core;
     struct net_conn *conns;
     struct net_conn *dead;
+    struct net_conn *dirty; /* connections to flush before sleeping */
     uint64_t next_conn_id;
     int n_conns;
     uint64_t next_sync_ms;
@@ -414,8 +417,13 @@ static int conn_queue(struct dht_peer *p, struct net_conn *c,
     b = c->hello_done || !c->outgoing ? &c->out : &c->held;
     buf_append(b, hdr, sizeof hdr);
     buf_append(b, payload, len);
-    if (flush && b == &c->out)
-        conn_flush(p, c);
+    /* Frames the core emits in one pass go out in one write: the flush
+     * happens in flush_dirty() before the loop sleeps or frees anything. */
+    if (flush && b == &c->out && !c->dirty) {
+        c->dirty = true;
+        c->dirty_next = p->dirty;
+        p->dirty = c;
+    }
     return 0;
 }
 
@@ -780,6 +788,20 @@ static void accept_all(struct dht_peer *p)
     }
 }
 
+/* Write out every connection that got frames since the last call. Must run
+ * before reap_dead() frees closed connections that may still be listed. */
+static void flush_dirty(struct dht_peer *p)
+{
+    while (p->dirty) {
+        struct net_conn *c = p->dirty;
+        p->dirty = c->dirty_next;
+        c->dirty = false;
+        c->dirty_next = NULL;
+        if (!c->dead)
+            conn_flush(p, c);
+    }
+}
+
 /* Report closed connections to the core and free them. Loop thread, never
  * from inside a core callback. */
 static void reap_dead(struct dht_peer *p)
@@ -787,8 +809,10 @@ static void reap_dead(struct dht_peer *p)
     /* Only what is dead now: a core that reacts to peer_down by sending to
      * the same dead address again gets its answer next round, after epoll,
      * instead of spinning here. */
-    struct net_conn *list = p->dead;
+    struct net_conn *list;
 
+    flush_dirty(p);
+    list = p->dead;
     p->dead = NULL;
     while (list) {
         struct net_conn *c = list;
@@ -799,6 +823,7 @@ static void reap_dead(struct dht_peer *p)
         }
         conn_free(c);
     }
+    flush_dirty(p);
 }
 
 /* Close incoming connections that never said hello. */
@@ -1354,6 +1379,7 @@ static void peer_free(struct dht_peer *p)
     /* The loop thread is gone; whatever dht_core_free() does, it must not
      * reach sockets or the freed core through io->send. */
     p->shutdown = true;
+    p->dirty = NULL;
     while (p->conns)
         conn_close(p, p->conns, NULL);
     while (p->dead) {
