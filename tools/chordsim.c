@@ -29,7 +29,9 @@
  *  7. get every acknowledged key (a failed get is retried twice from other
  *     peers): it is lost if not retrievable or older than acknowledged.
  *     keys_lost_recoverable counts lost keys that were not unrecoverable,
- *     i.e. losses the ring is to blame for.
+ *     i.e. losses the ring is to blame for; keys_gone those lost keys that
+ *     no live store holds at the acknowledged version (the rest were only
+ *     unreadable, e.g. timeouts under heavy --loss).
  *
  * The same seed gives the same output byte for byte, except wall_ms and
  * rss_bytes, which --deterministic leaves out.
@@ -66,6 +68,7 @@ struct run {
     bool *unrecov;   /* unrecoverable after a crash */
     int nacked, nunrecov, nlost;
     int nlost_recoverable; /* lost although not unrecoverable: a bug */
+    int ngone; /* lost and on no live store at its acknowledged version */
     /* lookups */
     int *hops;
     int nhops, caphops, failed_lookups;
@@ -756,6 +759,21 @@ static void lookups(struct run *r)
     r->failed_lookups += r->pend_lookup;
 }
 
+/* Whether a live store holds key k at its acknowledged version or newer:
+ * a lost key that is still stored was unreadable (timeouts under loss),
+ * one that is not is gone. */
+static bool stored_anywhere(struct run *r, int k)
+{
+    char key[64];
+
+    key_name(k, key, sizeof key);
+    for (int j = 0; j < dht_sim_npeers(r->sim); j++)
+        if (dht_sim_alive(r->sim, j) &&
+            dht_sim_key_version(r->sim, j, key) >= r->acked[k])
+            return true;
+    return false;
+}
+
 #define GET_ATTEMPTS 3 /* a key is lost only if this many gets fail */
 
 static void get_start(struct run *r, struct op_ctx *c);
@@ -776,6 +794,7 @@ static void get_done(void *arg, const struct dht_result *res)
     if (res->err != 0 || res->version < r->acked[c->key]) {
         r->nlost++;
         r->nlost_recoverable += !r->unrecov[c->key];
+        r->ngone += !stored_anywhere(r, c->key);
     }
     free(c);
 }
@@ -892,9 +911,9 @@ static void report(struct run *r, uint64_t wall_ms)
                r->a.lookups, mean, p50, p99, r->failed_lookups);
         printf("\"keys\":%d,\"keys_acked\":%d,\"keys_lost\":%d,"
                "\"keys_unrecoverable\":%d,\"keys_lost_recoverable\":%d,"
-               "\"under_replicated\":%" PRIu64 ",",
+               "\"keys_gone\":%d,\"under_replicated\":%" PRIu64 ",",
                r->a.keys, r->nacked, r->nlost, r->nunrecov,
-               r->nlost_recoverable, r->under_replicated);
+               r->nlost_recoverable, r->ngone, r->under_replicated);
         printf("\"ring_converged\":%s,\"converge_ms\":%" PRIu64 ",",
                r->ring_converged ? "true" : "false", r->converge_ms);
         printf("\"fingers_converged\":%s,\"fingers_ms\":%" PRIu64 ",",
@@ -935,9 +954,10 @@ static void report(struct run *r, uint64_t wall_ms)
     printf("lookups          %d: hops mean %.3f, p50 %d, p99 %d; %d failed\n",
            r->a.lookups, mean, p50, p99, r->failed_lookups);
     printf("keys             %d put, %d acknowledged, %d lost (%d of them "
-           "recoverable), %d unrecoverable, %" PRIu64 " under-replicated\n",
-           r->a.keys, r->nacked, r->nlost, r->nlost_recoverable, r->nunrecov,
-           r->under_replicated);
+           "recoverable, %d gone from every store), %d unrecoverable, "
+           "%" PRIu64 " under-replicated\n",
+           r->a.keys, r->nacked, r->nlost, r->nlost_recoverable, r->ngone,
+           r->nunrecov, r->under_replicated);
     printf("load             max/mean primaries %.3f\n", load);
     printf("messages         %" PRIu64 " in %" PRIu64 " virtual ms\n",
            dht_sim_messages(r->sim), dht_sim_now(r->sim));
