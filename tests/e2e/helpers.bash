@@ -20,7 +20,7 @@ free_port() {
     local p
     for _ in $(seq 1 200); do
         p=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$p" | grep -q . &&
+        if ! ss -Htan "sport = :$p or dport = :$p" | grep -q . &&
             ! grep -qx "$p" "$STATE/ports" 2>/dev/null; then
             echo "$p" >>"$STATE/ports"
             echo "$p"
