@@ -11,10 +11,13 @@
  * descriptors of one file see each other's writes at once). It caches
  * chunks: dirty ones (written, not yet in the ring) and clean ones (read or
  * already written). The cache of a file is bounded by max_chunks (a quarter
- * of --cache-size, at least 4 chunks), so the daemon's memory stays bounded
- * for files larger than memory: when the dirty chunks reach half the bound
- * they are written to the ring in parallel, and clean chunks are evicted
- * least recently used first.
+ * of --cache-size, at least 4 chunks), and all files' caches together by
+ * --cache-size (fs->cache_used: past it, a file needing room gives up its
+ * own chunks, down to 2), so the daemon's memory stays bounded for files
+ * larger than memory and for many open files: when a quarter of a file's
+ * bound is dirty it goes to the ring in parallel (write-behind) while the
+ * next quarter fills, and clean chunks are evicted least recently used
+ * first.
  *
  * Close-to-open: flush (close), fsync and release write every dirty chunk
  * and then the inode record's size and mtime (compare-and-set). Open
@@ -31,6 +34,7 @@
  * is never held across a ring call.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +62,7 @@ struct pending {
 };
 
 struct fs_file {
+    struct fs *fs;        /* the mount, for its cache accounting */
     struct fs_file *next; /* fs->files; protected by fs->lock */
     int refs;             /* protected by fs->lock */
     uint8_t uuid[FS_UUID_LEN];
@@ -107,6 +112,7 @@ static void chunk_drop(struct fs_file *f, size_t i)
 {
     if (f->chunks[i].dirty)
         f->n_dirty--;
+    atomic_fetch_sub(&f->fs->cache_used, f->cs);
     free(f->chunks[i].data);
     f->chunks[i] = f->chunks[--f->n];
 }
@@ -131,6 +137,7 @@ int fs_file_open(struct fs *fs, const struct fs_inode *ino,
     f = find_locked(fs, ino->uuid);
     if (!f) {
         fresh = f = wire_xcalloc(1, sizeof *f);
+        f->fs = fs;
         memcpy(f->uuid, ino->uuid, FS_UUID_LEN);
         pthread_mutex_init(&f->mu, NULL);
         f->cs = ino->chunk_size;
@@ -396,9 +403,16 @@ static int flush_dirty_locked(struct fs *fs, struct fs_file *f)
 
 /* Make room for one more chunk: evict the least recently used clean one,
  * settling or forcing write-back if that is all there is. */
+static bool over_bound(struct fs *fs, struct fs_file *f)
+{
+    return f->n >= f->max_chunks ||
+           (f->n >= 2 &&
+            atomic_load(&fs->cache_used) + f->cs > fs->cfg.cache_bytes);
+}
+
 static int ensure_room(struct fs *fs, struct fs_file *f)
 {
-    while (f->n >= f->max_chunks) {
+    while (over_bound(fs, f)) {
         size_t victim = SIZE_MAX;
         int rc;
 
@@ -426,6 +440,7 @@ static struct chunk *chunk_insert(struct fs_file *f, uint64_t index,
 {
     struct chunk *c = &f->chunks[f->n++];
 
+    atomic_fetch_add(&f->fs->cache_used, f->cs);
     c->index = index;
     c->data = data;
     c->len = len;
@@ -561,6 +576,10 @@ static void prefetch(struct fs *fs, struct fs_file *f, uint64_t pos)
     uint64_t end = n + f->ra_win;
 
     if (f->rb.b || f->ra_win < 2)
+        return;
+    /* The mount's cache is nearly full: read-ahead would only evict. */
+    if (atomic_load(&fs->cache_used) + (uint64_t)f->ra_win * f->cs >
+        fs->cfg.cache_bytes)
         return;
     while (n < end && n * f->cs < f->size &&
            (n * f->cs >= f->stored_end || cache_find(f, n)))

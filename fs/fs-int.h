@@ -16,6 +16,7 @@
 #define CHORDFS_FS_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +45,8 @@ struct fs {
     char node[DHT_ADDR_MAX]; /* log prefix: the peer's address */
     bool user_timeouts;      /* -o attr_timeout/entry_timeout given */
     pthread_mutex_t lock;
-    struct fs_file *files; /* open regular files; protected by lock */
+    struct fs_file *files;       /* open regular files; protected by lock */
+    _Atomic uint64_t cache_used; /* bytes of cached chunks, all files */
 };
 
 /* ------------------------------------------------------------ layout.c */
