@@ -118,6 +118,7 @@ struct op {
     void *value;
     size_t len;
     uint64_t expected;
+    uint64_t op_id; /* same on every attempt: writes are idempotent */
     uint64_t deadline;
     uint64_t retry_at; /* 0: not waiting to retry */
     int attempts;
@@ -145,6 +146,7 @@ struct kvjob {
     size_t len;
     bool has_expected;
     uint64_t expected;
+    uint64_t op_id; /* the client operation's id (0: none) */
     bool remote; /* reply on conn/req_id; else complete op */
     uint64_t conn, req_id;
     struct op *op;
@@ -1634,6 +1636,7 @@ static void op_lookup_done(struct dht *d, void *ctx, int err,
         job->len = op->len;
         job->has_expected = op->expected != DHT_ANY_VERSION;
         job->expected = op->expected;
+        job->op_id = op->op_id;
         job->op = op_ref(op);
         kv_start(d, job);
     } else {
@@ -1645,6 +1648,7 @@ static void op_lookup_done(struct dht *d, void *ctx, int err,
         kr.value.len = op->len;
         kr.has_expected = op->expected != DHT_ANY_VERSION;
         kr.expected_version = kr.has_expected ? op->expected : 0;
+        kr.op_id = op->op_id;
         env.body_case = CHORD__ENVELOPE__BODY_KV_REQUEST;
         env.kv_request = &kr;
         rpc_call(d, s->addr, &env, op_kv_reply, op_ref(op));
@@ -1759,6 +1763,7 @@ int dht_core_op(struct dht *d, const struct dht_op *o, uint64_t now_ms,
     }
     op->len = o->len;
     op->expected = o->expected;
+    op->op_id = rng_next(d) | 1;
     op->done = done;
     op->arg = arg;
     op->deadline =
@@ -1875,6 +1880,17 @@ static void kv_apply(struct dht *d, struct kvjob *job)
     curver = cur ? cur->version : 0;
     nr.key = job->key;
     nr.version = curver + 1;
+    nr.last_op = job->op_id;
+
+    /* A retry of a write that already landed (its answer was lost, or the
+     * primary crashed after replicating it): answer as the first time. */
+    if (job->op_id && cur && cur->last_op == job->op_id &&
+        job->opk != CHORD__OP_KIND__GET &&
+        job->opk != CHORD__OP_KIND__MEMBERS) {
+        job->res = cur;
+        kv_finish(d, job, 0);
+        return;
+    }
 
     switch (job->opk) {
     case CHORD__OP_KIND__GET:
@@ -2060,6 +2076,7 @@ static void handle_kv_request(struct dht *d, uint64_t conn, uint64_t req_id,
     job->len = kr->value.len;
     job->has_expected = kr->has_expected;
     job->expected = kr->expected_version;
+    job->op_id = kr->op_id;
     job->remote = true;
     job->conn = conn;
     job->req_id = req_id;
