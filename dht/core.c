@@ -1969,8 +1969,8 @@ static void kv_apply(struct dht *d, struct kvjob *job)
      * exist has no record to send back; a remote OK reply without one is
      * refused as malformed by wire_decode (MEMBERS of a missing set timed
      * out), so answer -ENOENT, as a local caller sees it. */
-    if (!err && !write && !cur)
-        err = -ENOENT;
+    if (!err && !write && !live)
+        err = -ENOENT; /* also a deleted (tombstoned) set */
     if (err || !write) {
         /* Reads, failed checks and no-op set changes. For mismatches the
          * current version travels back in the record. */

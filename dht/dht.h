@@ -221,7 +221,9 @@ int dht_delete(struct dht_peer *p, const char *key, uint64_t expected);
 int dht_add(struct dht_peer *p, const char *key, const void *val, size_t len);
 int dht_remove(struct dht_peer *p, const char *key, const void *val,
                size_t len);
-/* *members_out: array of n blobs; free with dht_blobs_free(). */
+/* *members_out: array of n blobs; free with dht_blobs_free(). A key that
+ * holds no set (never added to, or deleted) is -ENOENT; so is removing a
+ * member from such a key. Removing a non-member of a live set is 0. */
 int dht_members(struct dht_peer *p, const char *key,
                 struct dht_blob **members_out, size_t *n_out,
                 uint64_t *version_out);
