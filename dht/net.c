@@ -1719,16 +1719,12 @@ int dht_get(struct dht_peer *p, const char *key, void **val_out,
     return rc;
 }
 
-int dht_put(struct dht_peer *p, const char *key, const void *val, size_t len,
-            uint64_t expected, uint64_t *version_out)
+/* Run a write whose only results are an error and a version. */
+static int write_op(struct dht_peer *p, const struct dht_op *op,
+                    uint64_t *version_out)
 {
-    struct dht_op op = {.kind = DHT_OP_PUT,
-                        .key = key,
-                        .value = val,
-                        .len = len,
-                        .expected = expected};
     struct net_req *r;
-    int rc = run_op(p, &op, &r);
+    int rc = run_op(p, op, &r);
 
     if (rc < 0)
         return rc;
@@ -1739,18 +1735,24 @@ int dht_put(struct dht_peer *p, const char *key, const void *val, size_t len,
     return rc;
 }
 
+int dht_put(struct dht_peer *p, const char *key, const void *val, size_t len,
+            uint64_t expected, uint64_t *version_out)
+{
+    struct dht_op op = {.kind = DHT_OP_PUT,
+                        .key = key,
+                        .value = val,
+                        .len = len,
+                        .expected = expected};
+
+    return write_op(p, &op, version_out);
+}
+
 int dht_delete(struct dht_peer *p, const char *key, uint64_t expected)
 {
     struct dht_op op = {
         .kind = DHT_OP_DELETE, .key = key, .expected = expected};
-    struct net_req *r;
-    int rc = run_op(p, &op, &r);
 
-    if (rc < 0)
-        return rc;
-    rc = r->err;
-    req_release(r);
-    return rc;
+    return write_op(p, &op, NULL);
 }
 
 static int set_op(struct dht_peer *p, enum dht_op_kind kind, const char *key,
@@ -1761,14 +1763,8 @@ static int set_op(struct dht_peer *p, enum dht_op_kind kind, const char *key,
                         .value = val,
                         .len = len,
                         .expected = DHT_ANY_VERSION};
-    struct net_req *r;
-    int rc = run_op(p, &op, &r);
 
-    if (rc < 0)
-        return rc;
-    rc = r->err;
-    req_release(r);
-    return rc;
+    return write_op(p, &op, NULL);
 }
 
 int dht_add(struct dht_peer *p, const char *key, const void *val, size_t len)
