@@ -52,14 +52,18 @@ void mh_cmdline_fini(struct mh_cmdline *c);
  * Map a mount to chordfs's argv:
  *   prog [--bootstrap SOURCE] [--listen A] [--advertise A] [--data-dir D]
  *        [--replicas R] [--network N] [--timeout MS] [--id HEX] [-v L]
- *        [--chunk-size B] [--cache-size B] [-o PASSTHROUGH] MOUNTPOINT
+ *        [--chunk-size B] [--cache-size B] [--succ-len N] [--log FILE]
+ *        [-o PASSTHROUGH] MOUNTPOINT
+ * from listen=, advertise=, data_dir= (or data-dir=), replicas=, network=,
+ * timeout=, id=, verbose= (or v=; 0-3 or error/warn/info/debug),
+ * chunk_size=, cache_size=, succ_len= and log=.
  * SOURCE "new", "none" or "" (or NULL) starts a new ring. options is the
  * comma-separated -o string (double quotes protect commas in a value).
  * fstab-only options (auto, noauto, user, users, nouser, owner, group,
  * _netdev, nofail, defaults, comment=..., x-...) are dropped; every other
  * option goes to chordfs in one "-o" list, after fsname=SOURCE and
  * subtype=chordfs unless the options name their own. A relative data_dir
- * is made absolute against cwd (chordfs changes directory when it
+ * or log is made absolute against cwd (chordfs changes directory when it
  * daemonizes). sloppy: ignore malformed known options instead of failing.
  * Returns 0 with *out filled (mh_argv_free it) or -EINVAL/-ENOMEM with err.
  */

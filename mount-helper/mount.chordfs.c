@@ -32,21 +32,24 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: mount.chordfs SOURCE MOUNTPOINT [-sfnv] [-N NS] "
-            "[-o OPTIONS] [--dry-run]\n"
-            "  SOURCE    bootstrap HOST:PORT of a ring peer, or new/none for "
-            "a new ring\n"
-            "  OPTIONS   listen=, advertise=, data_dir=, replicas=, network=,\n"
-            "            timeout=, id=, verbose= (v=), chunk_size=, "
-            "cache_size= map to\n"
-            "            chordfs flags; auto, noauto, user, users, nouser, "
-            "_netdev,\n"
-            "            nofail, defaults are dropped; the rest go to chordfs "
-            "-o.\n"
-            "  chordfs is found via $CHORDFS, next to this helper, $PATH, "
-            "/usr/local/bin,\n"
-            "  /usr/bin, /bin.\n");
+    fputs("usage: mount.chordfs SOURCE MOUNTPOINT [-sfnv] [-N NS] "
+          "[-o OPTIONS] [--dry-run]\n"
+          "  SOURCE   bootstrap HOST:PORT of a ring peer, or new/none for a "
+          "new ring\n"
+          "  OPTIONS  listen=, advertise=, data_dir=, replicas=, network=, "
+          "timeout=,\n"
+          "           id=, verbose= (v=), chunk_size=, cache_size=, "
+          "succ_len=, log=\n"
+          "           map to chordfs flags; auto, noauto, user, users, "
+          "nouser, owner,\n"
+          "           group, _netdev, nofail, defaults, comment=, x-* are "
+          "dropped;\n"
+          "           the rest go to chordfs -o.\n"
+          "  chordfs is looked for in $CHORDFS, next to this helper, on "
+          "$PATH, then in\n"
+          "  /usr/local/bin, /usr/bin, /bin, /usr/local/sbin, /usr/sbin, "
+          "/sbin.\n",
+          f);
 }
 
 /* Enter the mount namespace of -N (a pid or a path to a namespace file). */

@@ -22,6 +22,7 @@ enum mh_val {
     MH_VAL_UINT,   /* decimal digits */
     MH_VAL_PATH,   /* a path; made absolute against cwd */
     MH_VAL_SIZE,   /* digits with an optional K/M/G suffix */
+    MH_VAL_LEVEL,  /* a log level: 0-3 or error, warn, info, debug */
 };
 
 /* A mount option that becomes a chordfs flag with a value. */
@@ -41,17 +42,20 @@ static const struct mh_flag_opt flag_opts[] = {
     {"network", "--network", MH_VAL_STRING},
     {"timeout", "--timeout", MH_VAL_UINT},
     {"id", "--id", MH_VAL_STRING},
-    {"verbose", "-v", MH_VAL_UINT},
-    {"v", "-v", MH_VAL_UINT},
+    {"verbose", "-v", MH_VAL_LEVEL},
+    {"v", "-v", MH_VAL_LEVEL},
     {"chunk_size", "--chunk-size", MH_VAL_SIZE},
     {"cache_size", "--cache-size", MH_VAL_SIZE},
+    {"succ_len", "--succ-len", MH_VAL_UINT},
+    {"log", "--log", MH_VAL_PATH},
 };
 #define N_FLAG_OPTS (sizeof(flag_opts) / sizeof(flag_opts[0]))
 
 /* Distinct flags, in the order they are emitted. */
 static const char *const flag_order[] = {
-    "--listen",  "--advertise", "--data-dir", "--replicas",   "--network",
-    "--timeout", "--id",        "-v",         "--chunk-size", "--cache-size",
+    "--listen",     "--advertise",  "--data-dir", "--replicas",
+    "--network",    "--timeout",    "--id",       "-v",
+    "--chunk-size", "--cache-size", "--succ-len", "--log",
 };
 #define N_FLAGS (sizeof(flag_order) / sizeof(flag_order[0]))
 
@@ -371,6 +375,10 @@ int mh_map(const char *prog, const char *source, const char *mountpoint,
             ok = valid_number(v, false);
         if (ok && fo->val == MH_VAL_SIZE)
             ok = valid_number(v, true);
+        if (ok && fo->val == MH_VAL_LEVEL)
+            ok = (strlen(v) == 1 && v[0] >= '0' && v[0] <= '3') ||
+                 strcmp(v, "error") == 0 || strcmp(v, "warn") == 0 ||
+                 strcmp(v, "info") == 0 || strcmp(v, "debug") == 0;
         if (!ok) {
             free(v);
             if (sloppy)

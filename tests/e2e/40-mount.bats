@@ -94,7 +94,7 @@ not_mounted() { ! mountpoint -q "$1"; }
     mkdir -p "$T/m1" "$T/d1"
     echo "$T/m1" >>"$STATE/mounts"
     run mount_quiet -t chordfs new "$T/m1" \
-        -o "listen=127.0.0.1:$port,data_dir=$T/d1,_netdev"
+        -o "listen=127.0.0.1:$port,data_dir=$T/d1,_netdev,log=$T/m1.log"
     cat "$STATE/mount.out"
     assert_success
     # No polling: mount(8) returned, so the mount is live now.

@@ -67,6 +67,9 @@ static void test_map_every_flag(void)
     CHECK_MAP("new", "verbose=3",
               "chordfs -v 3 -o "
               "fsname=new,subtype=chordfs /mnt/c");
+    CHECK_MAP("new", "v=debug,succ_len=12,log=chordfs.log",
+              "chordfs -v debug --succ-len 12 --log /home/u/chordfs.log -o "
+              "fsname=new,subtype=chordfs /mnt/c");
     CHECK_MAP("new", "data-dir=/x",
               "chordfs --data-dir /x -o fsname=new,subtype=chordfs /mnt/c");
 }
@@ -128,7 +131,8 @@ static void test_map_bad_values(void)
 {
     static const char *const bad[] = {
         "replicas=", "replicas=x", "replicas=-1", "timeout=1s",    "listen",
-        "v=high",    "data_dir=",  "id",          "chunk_size=1T",
+        "v=high",    "data_dir=",  "id",          "chunk_size=1T", "v=4",
+        "verbose=",  "succ_len=x", "log=",
     };
     char err[MH_ERR_MAX];
 
