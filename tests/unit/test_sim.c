@@ -857,9 +857,10 @@ static void test_sim_set_adds(void)
         CHECK_EQ(pending, 0);
         if (round == 0) {
             dht_id_of("dir:/x", &id);
+            struct dht_id best;
             primary = -1;
             for (int i = 0; i < N; i++) {
-                struct dht_id d, best;
+                struct dht_id d;
                 dht_id_sub(&dht_sim_node(s, i)->id, &id, &d);
                 if (dht_sim_alive(s, i) &&
                     (primary < 0 || dht_id_cmp(&d, &best) < 0)) {
