@@ -26,6 +26,11 @@ ring_is() {
     [ "$(ctl "$1" ring 2>/dev/null | grep -c .)" -eq "$2" ]
 }
 
+# lookup_replicas NAME KEY N: NAME's lookup of KEY names N replicas.
+lookup_replicas() {
+    [ "$(ctl "$1" lookup "$2" 2>/dev/null | grep -c '^replica ')" -eq "$3" ]
+}
+
 # start_ring N [chordfs args...]: peers p0..p(N-1), all joined through p0;
 # waits until every peer sees all N in its ring listing.
 start_ring() {
@@ -90,6 +95,9 @@ pid_on_port() {
 @test "chordctl lookup names the primary and the replicas of a key" {
     start_ring 3
     ctl p0 put somekey somevalue
+    # The ring walk follows first successors; the primary's full successor
+    # list (its replicas) may take a stabilize round more.
+    wait_until 20 lookup_replicas p2 somekey 2
     run ctl p2 lookup somekey
     assert_success
     assert_line --regexp '^primary 127\.0\.0\.1:[0-9]+ [0-9a-f]{40}$'
