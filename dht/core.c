@@ -513,6 +513,31 @@ static const struct dht_node *closest_preceding(const struct dht *d,
     return best;
 }
 
+/* The owner of target if it lies within our successor list: the first
+ * successor s with target in (previous, s]. Avoided (dead) entries are
+ * skipped, so their range falls to the next live one. NULL when target is
+ * beyond the list. Answering from the whole list, not only the first
+ * successor, saves the last hop whenever the owner is one we know. */
+static const struct dht_node *succ_list_owner(const struct dht *d,
+                                              const struct dht_id *target,
+                                              char (*avoid)[DHT_ADDR_MAX],
+                                              int navoid)
+{
+    const struct dht_id *prev = &d->self.id;
+
+    for (int i = 0; i < d->nsucc; i++) {
+        const struct dht_node *s = &d->succ[i];
+        if (is_self(d, s))
+            break;
+        if (avoided(avoid, navoid, s->addr))
+            continue;
+        if (dht_id_in_oc(target, prev, &s->id))
+            return s;
+        prev = &s->id;
+    }
+    return NULL;
+}
+
 /* Successor list := head, then list (stopping at self, skipping dups). */
 static void set_succs(struct dht *d, const struct dht_node *head,
                       Chord__Node **list, size_t n)
@@ -756,18 +781,18 @@ static int rec_merge(struct dht *d, const Chord__Record *rec)
     return rc < 0 ? rc : 1;
 }
 
-/* Pack-unpack copy (owned). */
-static Chord__Record *rec_dup(const Chord__Record *rec)
+/* An owned copy of rec's identity (key, version, kind, last op) without its
+ * value or members: what a writer is answered with. Freed with
+ * wire_record_free() (every field is malloc'd or default). */
+static Chord__Record *rec_slim(const Chord__Record *rec)
 {
-    uint8_t *buf;
-    size_t len;
-    Chord__Record *out = NULL;
+    Chord__Record *out = xmalloc(sizeof *out);
 
-    if (wire_record_pack(rec, &buf, &len) < 0)
-        return NULL;
-    if (wire_record_unpack(buf, len, &out) < 0)
-        out = NULL;
-    free(buf);
+    chord__record__init(out);
+    out->key = xstrdup(rec->key);
+    out->version = rec->version;
+    out->kind = rec->kind;
+    out->last_op = rec->last_op;
     return out;
 }
 
@@ -957,8 +982,10 @@ static void lookup_next(struct dht *d, struct lookup *lk,
                 lookup_finish(d, lk, 0, &d->self);
                 return;
             }
-            if (dht_id_in_oc(&lk->target, &d->self.id, &s->id)) {
-                lookup_finish(d, lk, 0, s);
+            const struct dht_node *own =
+                succ_list_owner(d, &lk->target, lk->avoid, lk->navoid);
+            if (own) {
+                lookup_finish(d, lk, 0, own);
                 return;
             }
             hint = closest_preceding(d, &lk->target, lk->avoid, lk->navoid);
@@ -1030,16 +1057,9 @@ static void handle_find_succ(struct dht *d, uint64_t conn, uint64_t req_id,
         ans = &d->self;
         r.done = 1;
     } else {
-        for (int i = 0; i < d->nsucc; i++) {
-            const struct dht_node *s = &d->succ[i];
-            if (avoided(avoid, navoid, s->addr))
-                continue;
-            if (dht_id_in_oc(&target, &d->self.id, &s->id)) {
-                ans = s;
-                r.done = 1;
-            }
-            break;
-        }
+        ans = succ_list_owner(d, &target, avoid, navoid);
+        if (ans)
+            r.done = 1;
         if (!ans) {
             ans = closest_preceding(d, &target, avoid, navoid);
             if (!ans) {
@@ -1989,13 +2009,16 @@ static void kv_apply(struct dht *d, struct kvjob *job)
         kv_finish(d, job, -EIO);
         return;
     }
-    job->res = rec_dup(&nr);
-    wire_record_free(cur);
-    free(members);
+    /* Writers are answered with the version only; the replicas get nr
+     * itself, encoded straight from the caller's buffers (no copy of the
+     * value beyond the store's and the frame's). */
+    job->res = rec_slim(&nr);
 
     const struct dht_node *targets[MAX_SUCC];
     int n = replica_targets(d, targets);
     if (n == 0) {
+        wire_record_free(cur);
+        free(members);
         kv_finish(d, job, 0);
         return;
     }
@@ -2003,7 +2026,7 @@ static void kv_apply(struct dht *d, struct kvjob *job)
     for (int i = 0; i < n; i++) {
         Chord__Envelope env = CHORD__ENVELOPE__INIT;
         Chord__Replicate rep = CHORD__REPLICATE__INIT;
-        Chord__Record *one = job->res;
+        Chord__Record *one = &nr;
         rep.records = &one;
         rep.n_records = 1;
         env.body_case = CHORD__ENVELOPE__BODY_REPLICATE;
@@ -2011,6 +2034,8 @@ static void kv_apply(struct dht *d, struct kvjob *job)
         rpc_call(d, targets[i]->addr, &env, kv_ack, job);
         d->stats.replicated++;
     }
+    wire_record_free(cur);
+    free(members);
 }
 
 static void kv_fetched(struct dht *d, void *ctx, const Chord__Envelope *rep,
