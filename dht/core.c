@@ -147,7 +147,7 @@ struct kvjob {
     bool has_expected;
     uint64_t expected;
     uint64_t op_id; /* the client operation's id (0: none) */
-    bool remote; /* reply on conn/req_id; else complete op */
+    bool remote;    /* reply on conn/req_id; else complete op */
     uint64_t conn, req_id;
     struct op *op;
     int acks; /* replica acknowledgements outstanding */
