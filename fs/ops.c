@@ -186,7 +186,8 @@ static void overlay_open(struct fs *fs, const struct fs_inode *ino,
 
 /* Parent of path must exist and be a directory; fills *parent. */
 static int get_parent(struct fs *fs, const char *path, char *pbuf, size_t psize,
-                      const char **name, struct fs_inode *parent)
+                      const char **name, struct fs_inode *parent,
+                      uint64_t *version)
 {
     int rc = fs_path_split(path, pbuf, psize, name);
 
@@ -195,7 +196,7 @@ static int get_parent(struct fs *fs, const char *path, char *pbuf, size_t psize,
     rc = fs_name_check(*name);
     if (rc < 0)
         return rc;
-    rc = get_inode(fs, pbuf, parent, NULL);
+    rc = get_inode(fs, pbuf, parent, version);
     if (rc < 0)
         return rc;
     if (parent->kind != FS_DIR) {
@@ -226,7 +227,80 @@ static void touch_dir(struct fs *fs, const char *dir)
                  strerror(-rc));
 }
 
+/* touch_dir() for a directory we have just read at version: one ring call
+ * (compare-and-set against what we read) instead of a read and a write; a
+ * lost race falls back to the read-modify-write loop. */
+static void touch_dir_known(struct fs *fs, const char *dir,
+                            struct fs_inode *ino, uint64_t version)
+{
+    int rc;
+
+    edit_dir_times(ino, NULL);
+    rc = fs_inode_put(fs, dir, ino, version, NULL);
+    if (rc == -ESTALE)
+        touch_dir(fs, dir);
+    else if (rc < 0 && rc != -ENOENT)
+        log_warn("fs", fs->node, "times of %s not updated: %s", dir,
+                 strerror(-rc));
+}
+
 /* ----------------------------------------------------------- attributes */
+
+/*
+ * Attributes handed from readdir to getattr. libfuse's high-level
+ * readdirplus calls getattr on every entry it fills, one after another;
+ * readdir has just fetched all of them in parallel batches, so getattr
+ * takes its entry from here instead of reading the ring again. An entry is
+ * taken at most once and only within PLUS_HANDOFF_MS of the listing, so
+ * what getattr returns is exactly what the listing saw.
+ */
+#define PLUS_SLOTS      512
+#define PLUS_HANDOFF_MS 200
+
+static struct plus_slot {
+    char *path; /* malloc'd; NULL: empty */
+    struct stat st;
+    uint64_t when_ms;
+} plus_slots[PLUS_SLOTS]; /* protected by plus_lock */
+static pthread_mutex_t plus_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned plus_hash(const char *path)
+{
+    unsigned h = 2166136261u;
+
+    for (; *path; path++)
+        h = (h ^ (unsigned char)*path) * 16777619u;
+    return h % PLUS_SLOTS;
+}
+
+static void plus_stash(const char *path, const struct stat *st)
+{
+    struct plus_slot *sl = &plus_slots[plus_hash(path)];
+
+    pthread_mutex_lock(&plus_lock);
+    free(sl->path);
+    sl->path = wire_xstrdup(path);
+    sl->st = *st;
+    sl->when_ms = fs_mono_ms();
+    pthread_mutex_unlock(&plus_lock);
+}
+
+static bool plus_take(const char *path, struct stat *st)
+{
+    struct plus_slot *sl = &plus_slots[plus_hash(path)];
+    bool hit = false;
+
+    pthread_mutex_lock(&plus_lock);
+    if (sl->path && strcmp(sl->path, path) == 0) {
+        hit = fs_mono_ms() - sl->when_ms <= PLUS_HANDOFF_MS;
+        if (hit)
+            *st = sl->st;
+        free(sl->path);
+        sl->path = NULL;
+    }
+    pthread_mutex_unlock(&plus_lock);
+    return hit;
+}
 
 static int op_getattr(const char *path, struct stat *st,
                       struct fuse_file_info *fi)
@@ -241,6 +315,8 @@ static int op_getattr(const char *path, struct stat *st,
     rc = fs_path_check(path);
     if (rc < 0)
         return rc;
+    if (plus_take(path, st))
+        return 0;
     rc = get_inode(fs, path, &ino, NULL);
     if (rc < 0)
         return rc;
@@ -509,6 +585,11 @@ static void fill_plus(struct fs *fs, const char *path, struct fs_dirent *d,
                                                      : S_IFREG;
                 st.st_ino = name_ino(path, e->name);
             }
+            if (full) {
+                char child[FS_PATH_MAX];
+                if (fs_path_join(path, e->name, child, sizeof child) == 0)
+                    plus_stash(child, &st);
+            }
             if (filler(buf, e->name, &st, 0, full ? FUSE_FILL_DIR_PLUS : 0)) {
                 fs_batch_free(b);
                 return;
@@ -574,22 +655,23 @@ static int make_node(struct fs *fs, const char *path, enum fs_kind kind,
     char parent_path[FS_PATH_MAX];
     const char *name;
     struct fs_inode parent, ino;
+    uint64_t pver = 0;
     int rc;
 
     if (fs_chord_is(path))
         return -EACCES;
-    rc = get_parent(fs, path, parent_path, sizeof parent_path, &name, &parent);
+    rc = get_parent(fs, path, parent_path, sizeof parent_path, &name, &parent,
+                    &pver);
     if (rc < 0)
         return rc;
     inode_new(fs, &ino, kind, mode, &parent);
-    fs_inode_fini(&parent);
     if (target)
         ino.target = wire_xstrdup(target);
     rc = fs_inode_put(fs, path, &ino, 0, NULL);
     if (rc == 0) {
         rc = fs_dirent_add(fs, parent_path, name, kind);
         if (rc == 0)
-            touch_dir(fs, parent_path);
+            touch_dir_known(fs, parent_path, &parent, pver);
         if (rc < 0) {
             char key[FS_KEY_MAX];
 
@@ -598,6 +680,7 @@ static int make_node(struct fs *fs, const char *path, enum fs_kind kind,
                 dht_delete(fs->peer, key, DHT_ANY_VERSION);
         }
     }
+    fs_inode_fini(&parent);
     if (rc == 0 && out)
         *out = ino;
     else
