@@ -207,13 +207,22 @@ target_up() {
         ;;
     sshfs)
         [ -n "${SSHD_PID:-}" ] || sshd_up || return 1
-        sshfs -f -p "$SSH_PORT" -o IdentityFile="$W/ssh/id" \
-            -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-            -o LogLevel=ERROR "$(id -un)@127.0.0.1:$back" "$m" \
-            >"$W/$t.log" 2>&1 </dev/null &
-        TPID[$t]=$!
-        PIDS+=("$!")
-        wait_for 20 mountpoint -q "$m"
+        # A freshly started sshd sometimes drops the first session: retry.
+        local try
+        for try in 1 2 3; do
+            sshfs -f -p "$SSH_PORT" -o IdentityFile="$W/ssh/id" \
+                -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                -o LogLevel=ERROR "$(id -un)@127.0.0.1:$back" "$m" \
+                >"$W/$t.log" 2>&1 </dev/null &
+            TPID[$t]=$!
+            PIDS+=("$!")
+            wait_for 20 mountpoint -q "$m" && return 0
+            log "sshfs mount attempt $try failed: $(tail -2 "$W/$t.log")"
+            kill "${TPID[$t]}" 2>/dev/null
+            fusermount3 -u -z "$m" 2>/dev/null
+            sleep 1
+        done
+        return 1
         ;;
     chordfs-1)
         [ -x "$BIN/chordfs" ] || { log "$BIN/chordfs not built"; return 1; }
