@@ -737,17 +737,30 @@ static int op_link(const char *from, const char *to)
 }
 
 /* Delete the records (and for files the chunks) of one non-directory. */
-static void drop_file_data(struct fs *fs, const struct fs_inode *ino)
+/* How many chunks a file may have stored (an open file may have written
+ * past the recorded size). */
+static uint64_t stored_chunks(struct fs *fs, const struct fs_inode *ino)
 {
     uint64_t end = ino->size, open_end;
 
     if (ino->kind != FS_REG)
-        return;
+        return 0;
     open_end = fs_file_stored_end(fs, ino->uuid);
     if (open_end > end)
         end = open_end;
-    fs_data_delete(fs, ino->uuid, 0, fs_chunk_count(end, ino->chunk_size));
+    return fs_chunk_count(end, ino->chunk_size);
 }
+
+static void drop_file_data(struct fs *fs, const struct fs_inode *ino)
+{
+    uint64_t n = stored_chunks(fs, ino);
+
+    if (n)
+        fs_data_delete(fs, ino->uuid, 0, n);
+}
+
+/* Chunks deleted in unlink's own batch; a larger file's go in windows. */
+#define UNLINK_BATCH 64
 
 static int op_unlink(const char *path)
 {
@@ -772,14 +785,34 @@ static int op_unlink(const char *path)
     rc = fs_dirent_remove(fs, parent, name, ino.kind);
     if (rc < 0)
         goto out;
-    touch_dir(fs, parent);
     rc = fs_key_meta(path, key, sizeof key);
-    if (rc == 0)
-        rc = fs_ring_errno(dht_delete(fs->peer, key, DHT_ANY_VERSION));
-    if (rc == -ENOENT)
-        rc = 0;
-    if (rc == 0)
-        drop_file_data(fs, &ino);
+    if (rc < 0)
+        goto out;
+    /* The entry is gone, so the record, the chunks and the parent's times
+     * no longer depend on each other: the deletes run as one parallel batch
+     * while the parent is touched (three ring round trips, not five). */
+    uint64_t nchunks = stored_chunks(fs, &ino);
+    size_t inbatch = nchunks <= UNLINK_BATCH ? (size_t)nchunks : 0;
+    struct fs_batch *b = fs_batch_new(fs, 1 + inbatch);
+    fs_batch_delete(b, 0, key);
+    for (size_t k = 0; k < inbatch; k++) {
+        char ck[FS_KEY_MAX];
+        if (fs_key_data(ino.uuid, k, ck, sizeof ck) == 0)
+            fs_batch_delete(b, 1 + k, ck);
+    }
+    touch_dir(fs, parent);
+    fs_batch_wait(b);
+    rc = fs_batch_result(b, 0, NULL, NULL);
+    rc = rc == -ENOENT ? 0 : fs_ring_errno(rc);
+    for (size_t k = 0; k < inbatch; k++) {
+        int err = fs_batch_result(b, 1 + k, NULL, NULL);
+        if (err < 0 && err != -ENOENT)
+            log_warn("fs", fs->node, "chunk %zu of %s not deleted: %s", k, path,
+                     strerror(-err));
+    }
+    fs_batch_free(b);
+    if (rc == 0 && nchunks && !inbatch)
+        fs_data_delete(fs, ino.uuid, 0, nchunks);
 out:
     fs_inode_fini(&ino);
     return rc;
