@@ -507,8 +507,9 @@ static int dirent_pack(const char *name, enum fs_kind kind, uint8_t **buf,
     return wire_dirent_pack(&de, buf, len) < 0 ? -EIO : 0;
 }
 
-int fs_dirent_add(struct fs *fs, const char *dir, const char *name,
-                  enum fs_kind kind)
+/* Add (add true) or remove the entry (name, kind) in dir's entry set. */
+static int dirent_change(struct fs *fs, const char *dir, const char *name,
+                         enum fs_kind kind, bool add)
 {
     char key[FS_KEY_MAX];
     uint8_t *buf;
@@ -521,32 +522,26 @@ int fs_dirent_add(struct fs *fs, const char *dir, const char *name,
     rc = dirent_pack(name, kind, &buf, &len);
     if (rc < 0)
         return rc;
-    rc = dht_add(fs->peer, key, buf, len);
+    rc = add ? dht_add(fs->peer, key, buf, len)
+             : dht_remove(fs->peer, key, buf, len);
     free(buf);
-    if (rc == -EFBIG)
+    if (add && rc == -EFBIG)
         return -ENOSPC; /* the directory's entry set is at its size limit */
+    if (!add && rc == -ENOENT)
+        rc = 0; /* already gone: removal is idempotent */
     return rc < 0 ? fs_ring_errno(rc) : 0;
+}
+
+int fs_dirent_add(struct fs *fs, const char *dir, const char *name,
+                  enum fs_kind kind)
+{
+    return dirent_change(fs, dir, name, kind, true);
 }
 
 int fs_dirent_remove(struct fs *fs, const char *dir, const char *name,
                      enum fs_kind kind)
 {
-    char key[FS_KEY_MAX];
-    uint8_t *buf;
-    size_t len;
-    int rc;
-
-    rc = fs_key_dir(dir, key, sizeof key);
-    if (rc < 0)
-        return rc;
-    rc = dirent_pack(name, kind, &buf, &len);
-    if (rc < 0)
-        return rc;
-    rc = dht_remove(fs->peer, key, buf, len);
-    free(buf);
-    if (rc == -ENOENT)
-        rc = 0; /* already gone: removal is idempotent */
-    return rc < 0 ? fs_ring_errno(rc) : 0;
+    return dirent_change(fs, dir, name, kind, false);
 }
 
 int fs_dir_list(struct fs *fs, const char *dir, struct fs_dirent **out,
