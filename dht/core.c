@@ -198,7 +198,6 @@ struct dht {
     dht_join_fn *join_done;
     void *join_arg;
     uint64_t join_deadline;
-    int join_err;
 
     dht_join_fn *leave_done;
     void *leave_arg;
@@ -801,7 +800,6 @@ struct keylist {
     char **keys;
     uint64_t *versions;
     size_t n, cap, max;
-    size_t bytes;
 };
 
 static int collect_keys(void *arg, const struct dht_id *id, const char *key,
@@ -824,7 +822,6 @@ static int collect_keys(void *arg, const struct dht_id *id, const char *key,
     kl->keys[kl->n] = xstrdup(key);
     kl->versions[kl->n] = v;
     kl->n++;
-    kl->bytes += len;
     return 0;
 }
 
@@ -2536,7 +2533,6 @@ static void join_found(struct dht *d, void *ctx, int err,
     if (d->state != ST_JOINING)
         return;
     if (err) {
-        d->join_err = err;
         if (d->now + 500 < d->join_deadline && err != -ECONNREFUSED) {
             d->t_join = d->now + 500;
             return;
