@@ -128,8 +128,9 @@ int dht_core_succs(const struct dht *d, const struct dht_node **list_out);
 const struct dht_node *dht_core_finger(const struct dht *d, int i);
 struct dht_store *dht_core_store(struct dht *d);
 bool dht_core_joined(const struct dht *d);
-/* Check a peer's Hello: 0, or -EPROTO / -EACCES with *why_out (static
- * text) for another protocol version / network. */
+/* Check a peer's Hello: 0, or -EPROTO / -EACCES with *why_out for another
+ * protocol version / network (a per-thread buffer, valid until this thread
+ * calls again). */
 int dht_core_check_hello(const struct dht *d, const Chord__Hello *h,
                          const char **why_out);
 
